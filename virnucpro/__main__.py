@@ -1,0 +1,3 @@
+from virnucpro.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Configuration read once at start-up: environment (EnvConfig) and the user's choices (PredictConfig).
+
+Nothing else in the package reads os.environ; everything receives these dataclasses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_int(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What the environment says: model locations, cluster placement, CPU budget."""
+
+    models_dir: Path
+    cpus: int
+    slurm_job_id: str | None = None
+    slurm_array_task_id: int | None = None
+    slurm_restart_count: int = 0
+    cuda_visible_devices: str | None = None
+    no_progress: bool = False
+
+    @classmethod
+    def from_environ(cls, env=None) -> "EnvConfig":
+        env = os.environ if env is None else env
+        models = env.get("VIRNUCPRO_MODELS") or os.path.join(
+            env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "virnucpro", "models"
+        )
+        task = env.get("SLURM_ARRAY_TASK_ID")
+        cpus = _env_int(env, "SLURM_CPUS_PER_TASK", len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        return cls(
+            models_dir=Path(models),
+            cpus=max(1, cpus),
+            slurm_job_id=env.get("SLURM_JOB_ID"),
+            slurm_array_task_id=int(task) if task not in (None, "") else None,
+            slurm_restart_count=_env_int(env, "SLURM_RESTART_COUNT", 0),
+            cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
+            no_progress=env.get("VIRNUCPRO_NO_PROGRESS", "") not in ("", "0"),
+        )
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    esm: str = "3B"  # 650M | 3B | 15B | path to a fair-esm .pt (or converted .safetensors)
+    dnabert: str | None = None  # Hugging Face folder of DNABERT-S
+    classifier: str | None = None  # 300_model.pth / 500_model.pth / state dict / safetensors
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "bf16"  # bf16 | fp32 (bf16 falls back to fp32 on CPU)
+    token_budget: int = 0  # tokens per packed batch; 0 = size from free GPU memory
+    workers: int = -1  # DataLoader workers; -1 = from CPUs
+    compile: bool = False
+    attention: str = "auto"  # auto | varlen | flash | flex | sdpa
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    input: Path
+    outdir: Path
+    chunk_length: int = 500
+    models: ModelPaths = field(default_factory=ModelPaths)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    save_embeddings: bool = False
+    gpus: int = 0  # 0 = every visible GPU
+    force_restart: bool = False
