@@ -1,0 +1,99 @@
+"""Tiny random-weight classifier checkpoints in the published formats (tests and `make demo`)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from virnucpro.io.atomic import atomic_path
+
+FORMS = ("pickle", "state_dict", "safetensors")
+
+
+class PublishedMLPClassifier(nn.Module):
+    """A replica of the training script's class; pickles as `__main__.MLPClassifier`, like the published files."""
+
+    def __init__(self, input_dim, hidden_dim, num_class):
+        super().__init__()
+        self.hidden_layer = nn.Linear(input_dim, hidden_dim)
+        self.bn1 = nn.BatchNorm1d(hidden_dim)
+        self.output_layer = nn.Linear(hidden_dim, num_class)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        x = self.hidden_layer(x)
+        x = self.bn1(x)
+        x = torch.relu(x)
+        x = self.dropout(x)
+        return self.output_layer(x)
+
+
+PublishedMLPClassifier.__module__ = "__main__"
+PublishedMLPClassifier.__qualname__ = "MLPClassifier"
+PublishedMLPClassifier.__name__ = "MLPClassifier"
+
+
+def write_tiny_classifier(
+    path: str | Path,
+    input_dim: int,
+    hidden_dim: int = 16,
+    seed: int = 0,
+    form: str = "pickle",
+    bn_eps: float = 1e-5,
+) -> Path:
+    """Write a random classifier to `path` in `form` and return the path.
+
+    `random_published_classifier(input_dim, hidden_dim, seed)` rebuilds the same module (tests compare against it).
+    Only the pickle keeps a non-default `bn_eps` (state dicts carry no eps), as with the published files.
+    """
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    model = random_published_classifier(input_dim, hidden_dim, seed)
+    model.bn1.eps = bn_eps
+    with atomic_path(path) as tmp:
+        if form == "pickle":
+            with _resolvable_as_main(PublishedMLPClassifier):
+                torch.save(model, tmp)
+        elif form == "state_dict":
+            torch.save(model.state_dict(), tmp)
+        else:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    return Path(path)
+
+
+def random_published_classifier(input_dim: int, hidden_dim: int, seed: int) -> PublishedMLPClassifier:
+    """Random weights, and BatchNorm running stats far from (0, 1) so eval mode is not the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    model = PublishedMLPClassifier(input_dim, hidden_dim, 2)
+    with torch.no_grad():
+        for tensor in (model.hidden_layer.weight, model.hidden_layer.bias, model.output_layer.weight):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) / input_dim**0.5)
+        model.output_layer.bias.copy_(torch.randn(2, generator=generator) * 0.1)
+        model.bn1.weight.copy_(1 + 0.5 * torch.randn(hidden_dim, generator=generator))
+        model.bn1.bias.copy_(0.5 * torch.randn(hidden_dim, generator=generator))
+        model.bn1.running_mean.copy_(0.3 * torch.randn(hidden_dim, generator=generator))
+        model.bn1.running_var.copy_(0.2 + torch.rand(hidden_dim, generator=generator) * 2)
+        model.bn1.num_batches_tracked.fill_(1000)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def _resolvable_as_main(cls: type):
+    """pickle checks that `__main__.MLPClassifier` is the very class it saves; make it so, then restore."""
+    main = sys.modules["__main__"]
+    missing = object()
+    previous = getattr(main, cls.__qualname__, missing)
+    setattr(main, cls.__qualname__, cls)
+    try:
+        yield
+    finally:
+        if previous is missing:
+            delattr(main, cls.__qualname__)
+        else:
+            setattr(main, cls.__qualname__, previous)
