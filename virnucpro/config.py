@@ -20,6 +20,9 @@ def _env_int(env, name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
 
 
+STORE_VARIABLES = ("XDG_CACHE_HOME", "TORCH_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT", "VIRNUCPRO_MODELS_MIRROR")
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """What the environment says: model locations, cluster placement, CPU budget."""
@@ -31,6 +34,8 @@ class EnvConfig:
     slurm_restart_count: int = 0
     cuda_visible_devices: str | None = None
     no_progress: bool = False
+    # where already-downloaded weights may live (torch hub, Hugging Face cache) and download mirrors
+    store_environ: dict = field(default_factory=dict)
 
     @classmethod
     def from_environ(cls, env=None) -> "EnvConfig":
@@ -48,6 +53,7 @@ class EnvConfig:
             slurm_restart_count=_env_int(env, "SLURM_RESTART_COUNT", 0),
             cuda_visible_devices=env.get("CUDA_VISIBLE_DEVICES"),
             no_progress=env.get("VIRNUCPRO_NO_PROGRESS", "") not in ("", "0"),
+            store_environ={key: env[key] for key in STORE_VARIABLES if env.get(key)},
         )
 
 

@@ -1,0 +1,153 @@
+"""Convert a fair-esm ESM-2 checkpoint (.pt, a pickle) into .safetensors: no pickle at load time, memory-mapped,
+fast to move to the GPU.
+
+Format written (read by virnucpro.models.esm2):
+  * tensors: the checkpoint's `model` state dict under fair-esm's ESM2 module names, i.e. after stripping the
+    leading "encoder.sentence_encoder." or "encoder." (as fair-esm's `_load_model_and_alphabet_core_v2` does):
+    `embed_tokens.weight`, `layers.<i>.self_attn.q_proj.weight`, ..., `emb_layer_norm_after.weight`,
+    `lm_head.*`, plus `contact_head.regression.{weight,bias}` when the `-contact-regression.pt` file lies beside
+    the .pt. Dtypes are kept as stored in the checkpoint.
+  * metadata (safetensors `__metadata__`, all values are strings):
+      format          "virnucpro-esm2"
+      num_layers      decimal integer (cfg.encoder_layers)
+      embed_dim       decimal integer (cfg.encoder_embed_dim)
+      attention_heads decimal integer (cfg.encoder_attention_heads)
+      token_dropout   "true" | "false" (cfg.token_dropout)
+      virnucpro       the same shape as JSON, {"model": "esm2", "num_layers": 36, "embed_dim": 2560,
+                      "attention_heads": 40, "token_dropout": true}: the key virnucpro.models.esm2 reads
+                      (written by its own `safetensors_metadata`, so the two cannot drift apart)
+      source          file name of the converted .pt, source_sha256 its sha256
+The writer streams tensor by tensor (memory bounded by the largest tensor, not the 30 GB of the 15B model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import struct
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from virnucpro.errors import ModelError
+from virnucpro.io.atomic import atomic_write
+from virnucpro.store.lockfile import sha256_file
+
+FORMAT = "virnucpro-esm2"
+_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
+_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def load_fair_esm_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint dict, unpickled with weights_only (its config is an argparse.Namespace), memory-mapped."""
+    path = Path(path)
+    try:
+        with _allow_namespace():
+            return _torch_load(path)
+    except FileNotFoundError:
+        raise ModelError(path, "ESM-2 checkpoint not found") from None
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we accept"
+        raise ModelError(path, f"not a loadable fair-esm checkpoint ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else ''})") from None
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        # a checkpoint in torch's legacy (pre-zip) format cannot be memory-mapped: read it whole
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@contextmanager
+def _allow_namespace():
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:  # torch 2.4: only the global allow-list exists
+        torch.serialization.add_safe_globals([argparse.Namespace])
+        yield
+        return
+    with safe_globals([argparse.Namespace]):
+        yield
+
+
+def esm_metadata(checkpoint: dict, path: Path) -> dict[str, str]:
+    from virnucpro.models.esm2 import Esm2Shape, safetensors_metadata
+
+    try:
+        cfg = checkpoint["cfg"]["model"]
+        shape = Esm2Shape(int(cfg.encoder_layers), int(cfg.encoder_embed_dim), int(cfg.encoder_attention_heads),
+                          bool(cfg.token_dropout))
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ModelError(path, "no ESM-2 model config (cfg.model.encoder_*) in the checkpoint",
+                         key=str(error).strip("'")) from None
+    return {
+        "format": FORMAT,
+        "num_layers": str(shape.num_layers),
+        "embed_dim": str(shape.embed_dim),
+        "attention_heads": str(shape.attention_heads),
+        "token_dropout": "true" if shape.token_dropout else "false",
+        **safetensors_metadata(shape),
+    }
+
+
+def esm_state_dict(checkpoint: dict, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(checkpoint.get("model"), dict):
+        raise ModelError(path, "no 'model' state dict in the checkpoint", key="model")
+    return {_PREFIX.sub("", name): tensor for name, tensor in checkpoint["model"].items()}
+
+
+def regression_state_dict(pt_path: Path) -> dict[str, torch.Tensor]:
+    """fair-esm keeps the contact head in a sibling file; its keys are already unprefixed."""
+    regression = pt_path.with_name(pt_path.stem + "-contact-regression.pt")
+    if not regression.is_file():
+        return {}
+    return dict(load_fair_esm_checkpoint(regression)["model"])
+
+
+def convert_esm2(pt_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
+    """Write `<stem>.safetensors` beside the .pt (or at out_path) atomically; return its path."""
+    pt_path = Path(pt_path)
+    out_path = Path(out_path) if out_path else pt_path.with_suffix(".safetensors")
+    checkpoint = load_fair_esm_checkpoint(pt_path)
+    metadata = esm_metadata(checkpoint, pt_path)
+    tensors = {**esm_state_dict(checkpoint, pt_path), **regression_state_dict(pt_path)}
+    metadata.update(source=pt_path.name, source_sha256=sha256_file(pt_path))
+    write_safetensors(out_path, tensors, metadata)
+    return out_path
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """The safetensors layout: u64 header size, JSON header (offsets), raw little-endian tensor bytes."""
+    names = sorted(tensors)
+    header: dict[str, dict] = {"__metadata__": metadata}
+    offset = 0
+    for name in names:
+        tensor = tensors[name]
+        if tensor.dtype not in _DTYPES:
+            raise ModelError(path, f"dtype {tensor.dtype} cannot be stored in safetensors", key=name)
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _DTYPES[tensor.dtype], "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the reference writer aligns tensor data to 8 bytes
+    with atomic_write(path, "wb") as out:
+        out.write(struct.pack("<Q", len(encoded)))
+        out.write(encoded)
+        for name in names:
+            out.write(_tensor_bytes(tensors[name]))
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    flat = tensor.detach().contiguous().reshape(-1)
+    if flat.numel() == 0:
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy())
