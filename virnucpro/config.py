@@ -71,7 +71,7 @@ class EngineConfig:
     token_budget: int = 0  # tokens per packed batch; 0 = size from free GPU memory
     workers: int = -1  # DataLoader workers; -1 = from CPUs
     compile: bool = False
-    attention: str = "auto"  # auto | varlen | flash | flex | sdpa
+    attention: str = "auto"  # auto | varlen | flash | flex | padded | sdpa
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,71 @@
+"""`virnucpro predict`: prepare, score on every visible GPU (or the CPU), aggregate — resumable in one run dir."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
+
+log = logging.getLogger(__name__)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `predict`, `submit` and `bench`: which models, how to run them."""
+    group = parser.add_argument_group("models and engine")
+    group.add_argument("--chunk-length", type=int, choices=(300, 500), default=500,
+                       help="chunk size in bp; picks the matching published classifier (default 500)")
+    group.add_argument("--esm-model", default="3B",
+                       help="650M | 3B | 15B (looked up in the model store) or a path to a fair-esm .pt / .safetensors")
+    group.add_argument("--dnabert-model", default=None, help="DNABERT-S Hugging Face folder (default: model store)")
+    group.add_argument("--classifier", default=None, help="300_model.pth / 500_model.pth (default: by --chunk-length)")
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    group.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                       help="bf16 (default on GPU) or fp32 (validation; always fp32 on CPU)")
+    group.add_argument("--token-budget", type=int, default=0, help="tokens per packed batch (default: from GPU memory)")
+    group.add_argument("--workers", type=int, default=-1, help="CPU DataLoader workers (default: from CPUs)")
+    group.add_argument("--attention", choices=("auto", "varlen", "flash", "flex", "padded", "sdpa"), default="auto")
+    group.add_argument("--compile", action="store_true", help="torch.compile the models (off by default)")
+
+
+def model_paths_from_args(args) -> ModelPaths:
+    return ModelPaths(esm=args.esm_model, dnabert=args.dnabert_model, classifier=args.classifier)
+
+
+def engine_config_from_args(args) -> EngineConfig:
+    return EngineConfig(device=args.device, precision=args.precision, token_budget=args.token_budget,
+                        workers=args.workers, compile=args.compile, attention=args.attention)
+
+
+def predict_config_from_args(args) -> PredictConfig:
+    return PredictConfig(
+        input=Path(args.input), outdir=Path(args.output), chunk_length=args.chunk_length,
+        models=model_paths_from_args(args), engine=engine_config_from_args(args),
+        save_embeddings=args.save_embeddings, gpus=args.gpus, force_restart=args.force_restart,
+    )
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="identify viral sequences in a FASTA/FASTQ file",
+                                   description=__doc__)
+    parser.add_argument("input", help="FASTA or FASTQ, plain or gzip")
+    parser.add_argument("-o", "--output", required=True, help="run directory (created; resumed if it exists)")
+    add_model_options(parser)
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (default 0 = every visible GPU)")
+    parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
+    parser.add_argument("--force-restart", action="store_true",
+                        help="discard the run directory's shards instead of refusing a mismatched resume")
+    parser.set_defaults(handler=run_predict)
+
+
+def run_predict(args, env: EnvConfig) -> int:
+    from virnucpro.run import aggregate, plan_run, run_shards
+
+    cfg = predict_config_from_args(args)
+    manifest = plan_run(cfg, env)
+    run_shards(cfg.outdir, cfg, env, gpus=cfg.gpus)
+    report = aggregate(cfg.outdir)
+    log.info("done: %s", report)
+    print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv)")
+    return 0
