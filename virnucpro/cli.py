@@ -17,7 +17,7 @@ COMMANDS = {
     "prep": "virnucpro.prep.command",
     "predict": "virnucpro.engine.command",
     "demo": "virnucpro.testing.demo",
-    "bench": "virnucpro.engine.bench",
+    "bench": "virnucpro.bench.command",
     "shard": "virnucpro.run.command",
     "aggregate": "virnucpro.run.command",
     "status": "virnucpro.run.command",
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except VirNucProError as error:
         print(f"virnucpro: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # disk full, permissions, vanished files: one line, not a traceback
+        print(f"virnucpro: error: {error}", file=sys.stderr)
+        return 5
     except KeyboardInterrupt:
         print("virnucpro: interrupted", file=sys.stderr)
         return 130

@@ -60,12 +60,10 @@ def register(subparsers) -> None:
 
 
 def run_predict(args, env: EnvConfig) -> int:
-    from virnucpro.run import aggregate, plan_run, run_shards
+    from virnucpro.run import predict_run
 
     cfg = predict_config_from_args(args)
-    manifest = plan_run(cfg, env)
-    run_shards(cfg.outdir, cfg, env, gpus=cfg.gpus)
-    report = aggregate(cfg.outdir)
+    report = predict_run(cfg, env)
     log.info("done: %s", report)
     print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv)")
     return 0

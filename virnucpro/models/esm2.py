@@ -88,16 +88,19 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         self.rot_emb = RotaryEmbedding(self.head_dim)
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        shape = (x.shape[0], self.heads, self.head_dim)
-        return self.q_proj(x).view(shape), self.k_proj(x).view(shape), self.v_proj(x).view(shape)
 
-    def forward(self, x, positions, cu_seqlens, max_len, attend) -> torch.Tensor:
-        cos, sin = self.rot_emb.cos_sin(positions)
-        q, k, v = self.project(x)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = attend(q, k, v, cu_seqlens, max_len, scale=self.head_dim ** -0.5)
-        return self.out_proj(out.reshape(x.shape))
+def attention_inputs(x, norm: nn.LayerNorm, attn: SelfAttention, cos, sin):
+    """Pre-LN, q/k/v projections and rotary: everything before the attention kernel."""
+    h = norm(x)
+    shape = (x.shape[0], attn.heads, attn.head_dim)
+    q, k, v = attn.q_proj(h).view(shape), attn.k_proj(h).view(shape), attn.v_proj(h).view(shape)
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+
+def attention_output_and_ffn(x, context, layer: "TransformerLayer"):
+    """Output projection, residual, pre-LN feed-forward (exact erf gelu, as fair-esm), residual."""
+    x = x + layer.self_attn.out_proj(context.reshape(x.shape))
+    return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
 
 
 class TransformerLayer(nn.Module):
@@ -109,9 +112,11 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(4 * embed_dim, embed_dim)
         self.final_layer_norm = nn.LayerNorm(embed_dim)
 
-    def forward(self, x, positions, cu_seqlens, max_len, attend) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x), positions, cu_seqlens, max_len, attend)
-        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))  # exact (erf) gelu, as fair-esm
+    def forward(self, x, rotary, cu_seqlens, max_len, attend, regions) -> torch.Tensor:
+        before, after = regions
+        q, k, v = before(x, self.self_attn_layer_norm, self.self_attn, *rotary)
+        context = attend(q, k, v, cu_seqlens, max_len, scale=self.self_attn.head_dim ** -0.5)
+        return after(x, context, self)
 
 
 class ESM2(nn.Module):
@@ -124,10 +129,36 @@ class ESM2(nn.Module):
         self.embed_dim = embed_dim
         self.heads = heads
         self.token_dropout = token_dropout
+        self._shared_inv_freq: bool | None = None
         self.embed_tokens = nn.Embedding(vocab, embed_dim, padding_idx=1)
         self.layers = nn.ModuleList(TransformerLayer(embed_dim, heads) for _ in range(num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim)
         self.set_attention("cpu", attention)
+        self.fuse_elementwise(False)
+
+    def fuse_elementwise(self, enabled: bool) -> None:
+        """Let torch.compile fuse the LayerNorm/rotary/gelu/residual work around the GEMMs (attention stays
+        the hand-picked varlen kernel). One compiled graph serves every layer: weights are graph inputs."""
+        if enabled:
+            self._regions = (torch.compile(attention_inputs, dynamic=True),
+                             torch.compile(attention_output_and_ffn, dynamic=True))
+        else:
+            self._regions = (attention_inputs, attention_output_and_ffn)
+        self.fused_elementwise = enabled
+
+    def rotary_tables(self, positions: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """cos/sin per layer from each layer's checkpoint `inv_freq`; computed once when all layers share it."""
+        inv_freqs = [layer.self_attn.rot_emb for layer in self.layers]
+        if self._shared_inv_freq is None:
+            first = inv_freqs[0].inv_freq
+            self._shared_inv_freq = all(torch.equal(r.inv_freq, first) for r in inv_freqs)
+        if self._shared_inv_freq:
+            return [inv_freqs[0].cos_sin(positions)] * len(inv_freqs)
+        return [r.cos_sin(positions) for r in inv_freqs]
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._shared_inv_freq = None  # new inv_freq buffers: check again
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
         """Choose the varlen attention backend once, for the device the model will run on."""
@@ -150,8 +181,8 @@ class ESM2(nn.Module):
         sequence = sequence_of_token(cu_seqlens, input_ids.shape[0])
         positions = torch.arange(input_ids.shape[0], device=input_ids.device) - cu_seqlens.long()[sequence]
         x = self.embed(input_ids, cu_seqlens, sequence)
-        for layer in self.layers:
-            x = layer(x, positions, cu_seqlens, max_len, self._attend)
+        for layer, rotary in zip(self.layers, self.rotary_tables(positions)):
+            x = layer(x, rotary, cu_seqlens, max_len, self._attend, self._regions)
         return self.emb_layer_norm_after(x)
 
 

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every GPU test and benchmark in one go, for a lent GPU (few, full calls). Results go under $OUT.
+#   carry: .whl (fair-esm, biopython, submitit wheels) and .gpu (real DNABERT-S tokenizer, no weights)
+#   usage: bash scripts/gpu_suite.sh [tests|bench|all] [extra bench args...]
+set -uo pipefail
+what=${1:-all}; shift || true
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export VIRNUCPRO_DNABERT_TOKENIZER=${VIRNUCPRO_DNABERT_TOKENIZER:-$PWD/.gpu/dnabert-s}
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+status=0
+if [[ $what == tests || $what == all ]]; then
+  python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu-tests.log"
+  status=${PIPESTATUS[0]}
+fi
+if [[ $what == bench || $what == all ]]; then
+  python3 -m virnucpro bench --dnabert --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --pipeline \
+    --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+fi
+exit $status

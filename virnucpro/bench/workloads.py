@@ -1,0 +1,52 @@
+"""Synthetic inputs for the benchmark: random weights and sequences of the real shapes are enough for speed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+AMINO_ACIDS = np.frombuffer(b"ACDEFGHIKLMNPQRSTVWY", dtype=np.uint8)
+BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
+
+# name -> (layers, dim, heads) of the released ESM-2 checkpoints
+ESM_SHAPES = {"650M": (33, 1280, 20), "3B": (36, 2560, 40), "15B": (48, 5120, 40)}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    min_protein: int
+    max_protein: int
+
+    def proteins(self, count: int, seed: int = 0) -> list[str]:
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(self.min_protein, self.max_protein + 1, size=count)
+        return [AMINO_ACIDS[rng.integers(0, 20, size=n)].tobytes().decode() for n in lengths]
+
+    def nucleotides(self, count: int, seed: int = 0) -> list[str]:
+        """The nucleotide slice DNABERT-S sees: 3 * protein length + 1 bases."""
+        rng = np.random.default_rng(seed + 1)
+        lengths = 3 * rng.integers(self.min_protein, self.max_protein + 1, size=count) + 1
+        return [BASES[rng.integers(0, 4, size=n)].tobytes().decode() for n in lengths]
+
+
+WORKLOADS = {
+    # 500 bp chunks: every kept frame translates to 166 residues
+    "chunks500": Workload("chunks500", 166, 166),
+    # mixed 100-500 bp reads: 33 to 166 residues
+    "mixed": Workload("mixed", 33, 166),
+}
+
+
+def esm_flops_per_token(layers: int, dim: int, mean_len: float) -> float:
+    """Forward FLOPs per token: 2 x (QKV + out + 2 FFN GEMMs = 12 d^2) + attention 4 L d, per layer."""
+    return layers * (24 * dim * dim + 4 * mean_len * dim)
+
+
+def random_dna_fasta(path, reads: int, length: int, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as handle:
+        for i in range(reads):
+            seq = BASES[rng.integers(0, 4, size=length)].tobytes().decode()
+            handle.write(f">read_{i}\n{seq}\n")

@@ -1,0 +1,103 @@
+"""CPU side of the engine: DataLoader workers read prepared frames, tokenize both modalities and pack them.
+
+Workers never touch CUDA. Each yields `Block`s of consecutive frames; worker w takes blocks w, w+W, ... and the
+DataLoader's round-robin over workers hands them to the GPU loop in frame order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from virnucpro.engine.source import FrameSource
+from virnucpro.pack import PackedBatch, pack, plan_batches
+
+
+@dataclass
+class PackedGroup:
+    """Packed micro-batches of one modality for a block, plus where each sequence sits in the block."""
+
+    batches: list[PackedBatch]
+    orders: list[torch.Tensor]  # position in the block of each packed sequence, per batch
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(batch.input_ids.numel()) for batch in self.batches)
+
+    def pin_memory(self) -> "PackedGroup":
+        for batch in self.batches:
+            batch.input_ids = batch.input_ids.pin_memory()
+            batch.cu_seqlens = batch.cu_seqlens.pin_memory()
+        self.orders = [order.pin_memory() for order in self.orders]
+        return self
+
+
+@dataclass
+class Block:
+    start: int
+    ids: list[str]
+    protein: PackedGroup
+    dna: PackedGroup
+
+    def pin_memory(self) -> "Block":  # called by DataLoader(pin_memory=True)
+        self.protein.pin_memory()
+        self.dna.pin_memory()
+        return self
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def pack_group(arrays: list[np.ndarray], token_budget: int) -> PackedGroup:
+    lengths = [len(array) for array in arrays]
+    batches, orders = [], []
+    for members in plan_batches(lengths, token_budget):
+        batch = pack([arrays[i] for i in members])
+        batches.append(batch)
+        orders.append(torch.from_numpy(np.asarray(members, dtype=np.int64)[np.asarray(batch.order)]))
+    return PackedGroup(batches, orders)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    start: int
+    stop: int
+    block_frames: int
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return [(s, min(s + self.block_frames, self.stop)) for s in range(self.start, self.stop, self.block_frames)]
+
+
+class TokenizedBlocks(IterableDataset):
+    """Frames [start, stop) of a FrameSource as tokenized, packed Blocks."""
+
+    def __init__(self, source: FrameSource, plan: BlockPlan, dna_tokenizer, protein_tokenizer, esm_budget: int, dna_budget: int):
+        super().__init__()
+        self.source = source
+        self.plan = plan
+        self.dna_tokenizer = dna_tokenizer
+        self.protein_tokenizer = protein_tokenizer
+        self.esm_budget = esm_budget
+        self.dna_budget = dna_budget
+
+    def make_block(self, start: int, stop: int) -> Block:
+        frames = self.source.read(start, stop)
+        proteins = [self.protein_tokenizer.encode(frame.protein) for frame in frames]
+        dna = self.dna_tokenizer.encode_batch([frame.nucleotide for frame in frames])
+        return Block(
+            start=start,
+            ids=[frame.id for frame in frames],
+            protein=pack_group(proteins, self.esm_budget),
+            dna=pack_group(dna, self.dna_budget),
+        )
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        if info is not None:
+            torch.set_num_threads(1)
+        for start, stop in self.plan.ranges()[worker::workers]:
+            yield self.make_block(start, stop)

@@ -1,0 +1,105 @@
+"""Load the three models once onto one device, check they fit together, and size the packing budget."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
+from virnucpro.errors import ModelError
+from virnucpro.models.classifier import load_classifier
+from virnucpro.models.dnabert import load_dnabert
+from virnucpro.models.esm2 import load_esm2
+from virnucpro.tokenize.dna import DnaTokenizer
+from virnucpro.tokenize.protein import ProteinTokenizer
+
+log = logging.getLogger(__name__)
+
+# bf16 activation bytes per token and hidden unit that one packed forward keeps alive at its peak
+# (residual, LN output, q/k/v, fc1 output at 4x width, gelu output): ~24 values of 2 bytes.
+_ACTIVATION_BYTES_PER_TOKEN_PER_DIM = 48
+_MAX_ESM_BUDGET = 65536
+_CPU_BUDGET = 4096
+
+
+@dataclass
+class LoadedModels:
+    device: torch.device
+    dtype: torch.dtype
+    esm: torch.nn.Module
+    dnabert: torch.nn.Module
+    classifier: torch.nn.Module
+    dna_tokenizer: DnaTokenizer
+    protein_tokenizer: ProteinTokenizer
+    identity: dict
+    token_budgets: tuple[int, int]
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(requested, "CUDA device requested but no GPU is visible (CUDA_VISIBLE_DEVICES?)")
+    return device
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "fp32" or device.type != "cuda":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    raise ModelError(precision, "precision must be bf16 or fp32")
+
+
+def resolve_paths(models: ModelPaths, env: EnvConfig, chunk_length: int) -> ModelPaths:
+    """Names ("3B", missing classifier...) become files in the model store; explicit paths pass through."""
+    from virnucpro.store.catalog import StoreLocations
+    from virnucpro.store.resolve import resolve_model_paths
+
+    locations = StoreLocations.from_environ(env.models_dir, env=env.store_environ)
+    return resolve_model_paths(models, env.models_dir, chunk_length=chunk_length, locations=locations)
+
+
+def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int) -> int:
+    if engine.token_budget > 0:
+        return engine.token_budget
+    if device.type != "cuda":
+        return _CPU_BUDGET
+    free, _total = torch.cuda.mem_get_info(device)
+    fits = int(free * 0.5) // (_ACTIVATION_BYTES_PER_TOKEN_PER_DIM * embed_dim)
+    return max(2048, min(_MAX_ESM_BUDGET, fits))
+
+
+def file_identity(path: str | Path) -> dict:
+    path = Path(path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return {"path": str(path.resolve()), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_length: int) -> LoadedModels:
+    device = resolve_device(engine.device)
+    dtype = resolve_dtype(engine.precision, device)
+    paths = resolve_paths(models, env, chunk_length)
+    esm = load_esm2(paths.esm, device, dtype, attention=engine.attention)
+    dnabert = load_dnabert(paths.dnabert, device, dtype, attention=engine.attention)
+    features = dnabert.hidden_size + esm.embed_dim
+    classifier = load_classifier(paths.classifier, device, expected_input_dim=features)
+    if engine.compile:
+        esm = torch.compile(esm, dynamic=True)
+        dnabert = torch.compile(dnabert, dynamic=True)
+    esm_budget = token_budget(engine, device, esm.embed_dim)
+    identity = {
+        "esm": {**file_identity(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
+        "dnabert": {**file_identity(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
+        "classifier": file_identity(paths.classifier),
+        "precision": str(dtype).replace("torch.", ""),
+    }
+    log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; ESM token budget %d",
+             device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
+             dnabert.hidden_size, esm_budget)
+    return LoadedModels(device, dtype, esm, dnabert, classifier, DnaTokenizer(paths.dnabert), ProteinTokenizer(),
+                        identity, (esm_budget, max(esm_budget, 8192)))

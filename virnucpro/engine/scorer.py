@@ -1,0 +1,154 @@
+"""GPU side of the engine: embed packed blocks with ESM-2 and DNABERT-S, pool, classify.
+
+One host sync per block (its scores are copied back while the next block is already queued on the GPU); no
+Python loop over sequences and no `.item()` per sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
+from virnucpro.engine.batches import Block, BlockPlan, PackedGroup, TokenizedBlocks
+from virnucpro.engine.loading import LoadedModels, load_models
+from virnucpro.engine.source import FrameSource
+from virnucpro.models.classifier import score as classifier_score
+from virnucpro.models.dnabert import mean_pool_all_tokens
+from virnucpro.models.esm2 import mean_pool_residues
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredBlock:
+    start: int
+    ids: list[str]
+    scores: np.ndarray  # [n, 2] float32: score1 = others, score2 = virus
+    dna: np.ndarray | None = None
+    protein: np.ndarray | None = None
+
+
+@dataclass
+class EngineStats:
+    """Counters for telemetry; updated per block on the host, never read from the GPU."""
+
+    frames: int = 0
+    esm_tokens: int = 0
+    dna_tokens: int = 0
+    esm_batches: int = 0
+    esm_capacity: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def packing_efficiency(self) -> float:
+        return self.esm_tokens / self.esm_capacity if self.esm_capacity else 1.0
+
+    def as_dict(self) -> dict:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        return {
+            "frames": self.frames,
+            "esm_tokens": self.esm_tokens,
+            "dna_tokens": self.dna_tokens,
+            "seconds": elapsed,
+            "frames_per_s": self.frames / elapsed,
+            "esm_tokens_per_s": self.esm_tokens / elapsed,
+            "packing_efficiency": self.packing_efficiency,
+        }
+
+
+@dataclass
+class _InFlight:
+    block: Block
+    scores: torch.Tensor
+    dna: torch.Tensor | None
+    protein: torch.Tensor | None
+    done: torch.cuda.Event | None
+
+
+class Scorer:
+    """Holds the three models on one device and scores ranges of prepared frames."""
+
+    def __init__(self, models: LoadedModels, engine: EngineConfig, env: EnvConfig):
+        self.models = models
+        self.device = models.device
+        self.identity = models.identity
+        self.workers = _worker_count(engine, env, self.device)
+        self.esm_budget, self.dna_budget = models.token_budgets
+        self.stats = EngineStats()
+
+    @classmethod
+    def load(cls, models: ModelPaths, engine: EngineConfig, env: EnvConfig, *, chunk_length: int) -> "Scorer":
+        """chunk_length picks the published classifier (300_model.pth / 500_model.pth) when none is named."""
+        return cls(load_models(models, engine, env, chunk_length), engine, env)
+
+    def score_range(self, source: FrameSource, start: int, stop: int, *, keep_embeddings: bool = False,
+                    block_frames: int = 4096) -> Iterator[ScoredBlock]:
+        dataset = TokenizedBlocks(source, BlockPlan(start, stop, block_frames), self.models.dna_tokenizer,
+                                  self.models.protein_tokenizer, self.esm_budget, self.dna_budget)
+        loader = DataLoader(dataset, batch_size=None, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda",
+                            prefetch_factor=4 if self.workers else None)
+        pending = None
+        with torch.inference_mode():
+            for block in loader:
+                launched = self._launch(block, keep_embeddings)
+                if pending is not None:
+                    yield self._finish(pending)
+                pending = launched
+            if pending is not None:
+                yield self._finish(pending)
+
+    def _embed(self, model, group: PackedGroup, rows: int, dim: int, pool) -> torch.Tensor:
+        out = torch.zeros(rows, dim, device=self.device, dtype=torch.float32)
+        for batch, order in zip(group.batches, group.orders):
+            input_ids = batch.input_ids.to(self.device, non_blocking=True)
+            cu_seqlens = batch.cu_seqlens.to(self.device, non_blocking=True)
+            hidden = model(input_ids, cu_seqlens, batch.max_len)
+            out.index_copy_(0, order.to(self.device, non_blocking=True), pool(hidden, cu_seqlens).float())
+        return out
+
+    def _launch(self, block: Block, keep_embeddings: bool) -> _InFlight:
+        m = self.models
+        rows = len(block)
+        protein = self._embed(m.esm, block.protein, rows, m.esm.embed_dim, mean_pool_residues)
+        dna = self._embed(m.dnabert, block.dna, rows, m.dnabert.hidden_size, mean_pool_all_tokens)
+        scores = classifier_score(m.classifier, torch.cat([dna, protein], dim=1))
+        self._count(block)
+        host = lambda t: t.to("cpu", non_blocking=self.device.type == "cuda")  # noqa: E731
+        done = None
+        result = _InFlight(block, host(scores), host(dna) if keep_embeddings else None,
+                           host(protein) if keep_embeddings else None, None)
+        if self.device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+            result.done = done
+        return result
+
+    def _finish(self, flight: _InFlight) -> ScoredBlock:
+        if flight.done is not None:
+            flight.done.synchronize()
+        as_np = lambda t: None if t is None else t.numpy()  # noqa: E731
+        return ScoredBlock(flight.block.start, flight.block.ids, flight.scores.numpy().astype(np.float32, copy=False),
+                           as_np(flight.dna), as_np(flight.protein))
+
+    def _count(self, block: Block) -> None:
+        self.stats.frames += len(block)
+        self.stats.esm_tokens += block.protein.tokens
+        self.stats.dna_tokens += block.dna.tokens
+        self.stats.esm_batches += len(block.protein.batches)
+        self.stats.esm_capacity += len(block.protein.batches) * self.esm_budget
+
+
+def _worker_count(engine: EngineConfig, env: EnvConfig, device: torch.device) -> int:
+    if engine.workers >= 0:
+        return engine.workers
+    if device.type != "cuda":
+        return 0  # on CPU the model is the bottleneck and workers would steal its cores
+    return max(1, min(8, env.cpus - 1))

@@ -1,0 +1,100 @@
+"""manifest.json: what a run directory computes (identity) and how the work is split (shard plan).
+
+The identity decides whether a run directory may be resumed: same input bytes, chunk length, model files,
+precision and embedding choice. The shard plan is fixed once, so a resume with another GPU count still works.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from virnucpro import __version__
+from virnucpro.errors import RunStateError
+from virnucpro.io.atomic import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    input: dict  # {path, size, sha256}
+    chunk_length: int
+    models: dict  # role -> {path, size, sha256}
+    precision: str
+    save_embeddings: bool
+
+
+@dataclass(frozen=True)
+class Manifest:
+    identity: RunIdentity
+    frames: int
+    tokens: int
+    shards: list[tuple[int, int, int]]  # (start, stop, tokens), contiguous over [0, frames)
+    code_version: str = __version__
+    created: str = ""
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        data = dict(data)
+        data["identity"] = RunIdentity(**data["identity"])
+        data["shards"] = [tuple(int(v) for v in shard) for shard in data["shards"]]
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        write_text_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: Path) -> "Manifest":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise RunStateError(f"{path}: no manifest; run `virnucpro predict INPUT -o RUNDIR` first") from None
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunStateError(f"{path}: unreadable manifest ({error})") from None
+
+    def shard(self, index: int) -> tuple[int, int, int]:
+        if not 0 <= index < len(self.shards):
+            raise RunStateError(f"shard {index} does not exist (this run has {len(self.shards)} shards)")
+        return self.shards[index]
+
+
+def _describe(entry) -> str:
+    if isinstance(entry, dict) and "sha256" in entry:
+        return f"{entry['path']} ({entry['size']} bytes, sha256 {entry['sha256'][:12]})"
+    return repr(entry)
+
+
+def identity_differences(old: RunIdentity, new: RunIdentity) -> list[str]:
+    """One phrase per difference that makes resuming unsafe, e.g. 'esm model differs: manifest has X, now Y'."""
+    differences = []
+    if old.input.get("sha256") != new.input.get("sha256"):
+        differences.append(f"input differs: manifest has {_describe(old.input)}, now {_describe(new.input)}")
+    if old.chunk_length != new.chunk_length:
+        differences.append(f"chunk length differs: manifest has {old.chunk_length}, now {new.chunk_length}")
+    for role in sorted(set(old.models) | set(new.models)):
+        before, after = old.models.get(role), new.models.get(role)
+        if (before or {}).get("sha256") != (after or {}).get("sha256"):
+            differences.append(f"{role} model differs: manifest has {_describe(before)}, now {_describe(after)}")
+    if old.precision != new.precision:
+        differences.append(f"precision differs: manifest has {old.precision}, now {new.precision}")
+    if old.save_embeddings != new.save_embeddings:
+        differences.append(f"--save-embeddings differs: manifest has {old.save_embeddings}, now {new.save_embeddings}")
+    return differences
+
+
+def check_resumable(manifest_path: Path, old: Manifest, new: RunIdentity) -> None:
+    differences = identity_differences(old.identity, new)
+    if differences:
+        raise RunStateError(f"{manifest_path}: cannot resume: {'; '.join(differences)} "
+                            "(use --force-restart to start this run directory over)")
+    if old.code_version != __version__:
+        log.warning("%s was started by virnucpro %s, resuming with %s", manifest_path, old.code_version, __version__)
