@@ -1,0 +1,81 @@
+"""Whole `predict` on one GPU (prep, workers, both models, classifier, checkpoints, aggregation, writing),
+with random-weight real-size models held in memory, compared with the ESM-2-only rate on the same proteins."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
+from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
+
+SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
+
+
+def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0) -> None:
+    """Reads whose first frame has no stop (random DNA almost never gives a 166-codon open frame)."""
+    rng = np.random.default_rng(seed)
+    codons = np.array(SENSE_CODONS)
+    with open(path, "w") as handle:
+        for i in range(reads):
+            body = "".join(codons[rng.integers(0, len(codons), size=length // 3)])
+            tail = "".join(rng.choice(list("ACGT"), size=length - len(body)))
+            handle.write(f">read_{i}\n{body}{tail}\n")
+
+
+def in_memory_scorer_factory(env, device, args):
+    from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
+    from virnucpro.engine.loading import LoadedModels
+    from virnucpro.engine.scorer import Scorer
+    from virnucpro.models.classifier import MLPClassifier
+    from virnucpro.tokenize.dna import DnaTokenizer
+    from virnucpro.tokenize.protein import ProteinTokenizer
+
+    fair, _ = random_fairesm(ESM_SHAPES["3B"], device)
+    esm = ours_from_fairesm(fair, ESM_SHAPES["3B"], device)
+    del fair
+    torch.cuda.empty_cache()
+    dnabert, folder = random_dnabert(device, torch.bfloat16, args.dnabert_tokenizer)
+    classifier = MLPClassifier(dnabert.hidden_size + esm.embed_dim, 512).to(device).eval()
+    budget = args.token_budget or 32768
+    warm_up(esm, dnabert, device)
+    models = LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
+                          {"bench": "random weights"}, (budget, 65536))
+    return lambda engine: Scorer(models, engine, env)
+
+
+def warm_up(esm, dnabert, device) -> None:
+    """One small forward each, so kernel selection and compilation stay out of the timed region."""
+    with torch.inference_mode():
+        for model, vocab in ((esm, 20), (dnabert, 100)):
+            ids = torch.randint(4, 4 + vocab, (300,), device=device)
+            cu = torch.tensor([0, 100, 300], dtype=torch.int32, device=device)
+            model(ids, cu, 200)
+    torch.cuda.synchronize(device)
+
+
+def time_pipeline(args, env, device) -> list[Measurement]:
+    from virnucpro.config import EngineConfig, PredictConfig
+    from virnucpro.engine.source import FrameSource
+    from virnucpro.run import predict_run
+    from virnucpro.run.testing import fake_model_files
+
+    work = Path(tempfile.mkdtemp(prefix="virnucpro-bench-"))
+    reads = work / "reads.fasta"
+    stop_free_reads(reads, args.sequences)
+    factory = in_memory_scorer_factory(env, device, args)
+    factory(EngineConfig(device="cuda"))  # build once so model construction is not timed
+    cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=500, models=fake_model_files(work),
+                        engine=EngineConfig(device="cuda"))
+    with UtilisationSampler(device) as sampler:
+        seconds = timed(lambda: predict_run(cfg, env, scorer_factory=factory), device)
+    lengths = FrameSource(work / "run" / "prep").aa_lengths
+    tokens = int((lengths.astype(np.int64) + 2).sum())
+    layers, dim, _ = ESM_SHAPES["3B"]
+    m = Measurement("whole predict", "3B", "chunks500", len(lengths), tokens, seconds,
+                    esm_flops_per_token(layers, dim, 168), sampler.busy)
+    print(f"  3B    chunks500  whole predict  {m.tokens_per_s:12,.0f} ESM tokens/s, GPU busy {m.gpu_busy}", flush=True)
+    return [m]
