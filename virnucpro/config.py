@@ -81,7 +81,8 @@ class EngineConfig:
     precision: str = "bf16"  # bf16 | fp32 (bf16 falls back to fp32 on CPU)
     token_budget: int = 0  # tokens per packed batch; 0 = size from free GPU memory
     workers: int = -1  # DataLoader workers; -1 = from CPUs
-    compile: bool = False
+    compile: bool = False  # torch.compile the whole models
+    fuse: bool = True  # on CUDA, torch.compile only the elementwise work around the GEMMs (measured +25% on 3B)
     attention: str = "auto"  # auto | varlen | flash | flex | padded | sdpa
 
 

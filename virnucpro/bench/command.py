@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--dnabert", action="store_true", help="also benchmark DNABERT-S")
     parser.add_argument("--dnabert-tokenizer", default=None, help="folder with the real tokenizer.json")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole predict path")
+    parser.add_argument("--pipeline-reads", type=int, default=16384, help="500 bp reads for --pipeline")
     parser.add_argument("--json", default=None, help="write all measurements to this JSON file")
     parser.set_defaults(handler=run_bench)
 

@@ -44,13 +44,14 @@ def _masked_residue_mean(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.T
 
 
 def fairesm_padded(model, alphabet, proteins: list[str], device, toks_per_batch: int = 16384) -> None:
-    """The usual quick fix: the same model in fp16 with large padded batches, pooled on the GPU."""
+    """The usual quick fix: the same model under fp16 autocast with large padded batches, pooled on the GPU.
+    (fair-esm's ESM-2 cannot simply be .half()-ed: its attention mixes fp32 and fp16 operands.)"""
     convert = alphabet.get_batch_converter()
     layer = model.num_layers
     for members in sorted_padded_batches([len(p) for p in proteins], toks_per_batch, extra=2):
         _labels, strs, tokens = convert([(str(i), proteins[i]) for i in members])
         lengths = torch.tensor([len(s) for s in strs], device=device)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16):
             reps = model(tokens.to(device, non_blocking=True), repr_layers=[layer])["representations"][layer]
         _masked_residue_mean(reps, lengths).cpu()
 
@@ -75,8 +76,9 @@ def prepack(encoded: list[np.ndarray], budget: int) -> list:
     batches = []
     for members in plan_batches([len(e) for e in encoded], budget):
         batch = pack([encoded[i] for i in members])
-        batch.input_ids = batch.input_ids.pin_memory()
-        batch.cu_seqlens = batch.cu_seqlens.pin_memory()
+        if torch.cuda.is_available():
+            batch.input_ids = batch.input_ids.pin_memory()
+            batch.cu_seqlens = batch.cu_seqlens.pin_memory()
         batches.append(batch)
     return batches
 

@@ -3,6 +3,7 @@ with random-weight real-size models held in memory, compared with the ESM-2-only
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def warm_up(esm, dnabert, device) -> None:
             ids = torch.randint(4, 4 + vocab, (300,), device=device)
             cu = torch.tensor([0, 100, 300], dtype=torch.int32, device=device)
             model(ids, cu, 200)
-    torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_pipeline(args, env, device) -> list[Measurement]:
@@ -65,13 +67,15 @@ def time_pipeline(args, env, device) -> list[Measurement]:
 
     work = Path(tempfile.mkdtemp(prefix="virnucpro-bench-"))
     reads = work / "reads.fasta"
-    stop_free_reads(reads, args.sequences)
+    stop_free_reads(reads, args.pipeline_reads)
     factory = in_memory_scorer_factory(env, device, args)
-    factory(EngineConfig(device="cuda"))  # build once so model construction is not timed
+    factory(EngineConfig(device=device.type))  # build once so model construction is not timed
     cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=500, models=fake_model_files(work),
-                        engine=EngineConfig(device="cuda"))
+                        engine=EngineConfig(device=device.type))
     with UtilisationSampler(device) as sampler:
         seconds = timed(lambda: predict_run(cfg, env, scorer_factory=factory), device)
+    if args.json:  # keep the run's own timeline (per-stage, per-part) beside the results
+        shutil.copyfile(work / "run" / "telemetry.jsonl", Path(args.json).with_suffix(".telemetry.jsonl"))
     lengths = FrameSource(work / "run" / "prep").aa_lengths
     tokens = int((lengths.astype(np.int64) + 2).sum())
     layers, dim, _ = ESM_SHAPES["3B"]

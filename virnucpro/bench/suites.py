@@ -96,7 +96,6 @@ def esm_suite(shape, model_name, workloads, wanted, args, device) -> list[Measur
                                     lambda p: peers.hf_sdpa(hf, p, device), device, flops))
         del hf
     if "fairesm-fp16" in wanted:
-        fair = fair.half()
         for workload_name in workloads:
             workload = WORKLOADS[workload_name]
             flops = esm_flops_per_token(shape[0], shape[1], (workload.min_protein + workload.max_protein) / 2 + 2)
@@ -116,7 +115,9 @@ def random_dnabert(device, dtype, tokenizer_dir: str | None):
     tokenizer_json = Path(tokenizer_dir) / "tokenizer.json" if tokenizer_dir else None
     write_tiny_dnabert(folder, layers=12, hidden=768, heads=12, intermediate=3072, seed=0,
                        tokenizer_json=tokenizer_json)
-    return load_dnabert(folder, device, dtype), folder
+    model = load_dnabert(folder, device, dtype)
+    model.fuse_elementwise(dtype != torch.float32 and device.type == "cuda")
+    return model, folder
 
 
 def dnabert_suite(args, device) -> list[Measurement]:

@@ -63,12 +63,33 @@ def pack_group(arrays: list[np.ndarray], token_budget: int) -> PackedGroup:
 
 @dataclass(frozen=True)
 class BlockPlan:
+    """Frames [start, stop) cut into blocks on a grid fixed at `anchor` (the shard's first frame).
+
+    A resumed shard starts at a part boundary, which is a block boundary of this grid, so it packs its frames into
+    the same blocks, and the GPU computes them in the same batches, as an uninterrupted run: bf16 results do not
+    depend on where a run was killed. The first block is small so the GPU starts while workers fill the queue.
+    """
+
     start: int
     stop: int
     block_frames: int
+    anchor: int | None = None
+    first_block_frames: int = 256
 
     def ranges(self) -> list[tuple[int, int]]:
-        return [(s, min(s + self.block_frames, self.stop)) for s in range(self.start, self.stop, self.block_frames)]
+        anchor = self.start if self.anchor is None else self.anchor
+        if anchor > self.start:
+            raise ValueError(f"block grid anchor {anchor} is after the first frame {self.start}")
+        step = self.block_frames
+        edge = anchor + min(self.first_block_frames, step)
+        if edge <= self.start:
+            edge += ((self.start - edge) // step + 1) * step
+        edges = [self.start]
+        while edge < self.stop:
+            edges.append(edge)
+            edge += step
+        edges.append(self.stop)
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 class TokenizedBlocks(IterableDataset):

@@ -26,7 +26,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--token-budget", type=int, default=0, help="tokens per packed batch (default: from GPU memory)")
     group.add_argument("--workers", type=int, default=-1, help="CPU DataLoader workers (default: from CPUs)")
     group.add_argument("--attention", choices=("auto", "varlen", "flash", "flex", "padded", "sdpa"), default="auto")
-    group.add_argument("--compile", action="store_true", help="torch.compile the models (off by default)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the whole models (off by default)")
+    group.add_argument("--no-fuse", dest="fuse", action="store_false",
+                       help="do not compile the fused LayerNorm/rotary/GELU regions of ESM-2 on the GPU")
 
 
 def model_paths_from_args(args) -> ModelPaths:
@@ -35,7 +37,8 @@ def model_paths_from_args(args) -> ModelPaths:
 
 def engine_config_from_args(args) -> EngineConfig:
     return EngineConfig(device=args.device, precision=args.precision, token_budget=args.token_budget,
-                        workers=args.workers, compile=args.compile, attention=args.attention)
+                        workers=args.workers, compile=args.compile, fuse=args.fuse,
+                        attention=args.attention)
 
 
 def predict_config_from_args(args) -> PredictConfig:

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 # bf16 activation bytes per token and hidden unit that one packed forward keeps alive at its peak
 # (residual, LN output, q/k/v, fc1 output at 4x width, gelu output): ~24 values of 2 bytes.
 _ACTIVATION_BYTES_PER_TOKEN_PER_DIM = 48
-_MAX_ESM_BUDGET = 65536
+# Measured on an H100 (docs/benchmarks.md): ESM-2 3B gains <1% past 32k tokens, DNABERT-S ~1% past 64k.
+_ESM_BUDGET = 32768
+_DNABERT_BUDGET = 65536
 _CPU_BUDGET = 4096
 
 
@@ -64,14 +66,19 @@ def resolve_paths(models: ModelPaths, env: EnvConfig, chunk_length: int) -> Mode
     return resolve_model_paths(models, env.models_dir, chunk_length=chunk_length, locations=locations)
 
 
-def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int) -> int:
+def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, preferred: int) -> int:
+    """Tokens per packed batch: `preferred` unless the GPU's memory is too small for it.
+
+    Sized from the GPU's total memory, not its momentary free memory, so that every run on the same kind of GPU
+    packs identically (a resumed run computes the same batches as an uninterrupted one).
+    """
     if engine.token_budget > 0:
         return engine.token_budget
     if device.type != "cuda":
         return _CPU_BUDGET
-    free, _total = torch.cuda.mem_get_info(device)
-    fits = int(free * 0.5) // (_ACTIVATION_BYTES_PER_TOKEN_PER_DIM * embed_dim)
-    return max(2048, min(_MAX_ESM_BUDGET, fits))
+    total = torch.cuda.get_device_properties(device).total_memory
+    fits = int(total * 0.25) // (_ACTIVATION_BYTES_PER_TOKEN_PER_DIM * embed_dim)
+    return max(2048, min(preferred, fits))
 
 
 def file_identity(path: str | Path) -> dict:
@@ -88,18 +95,22 @@ def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_
     dnabert = load_dnabert(paths.dnabert, device, dtype, attention=engine.attention)
     features = dnabert.hidden_size + esm.embed_dim
     classifier = load_classifier(paths.classifier, device, expected_input_dim=features)
+    fuse = engine.fuse and device.type == "cuda" and not engine.compile
+    esm.fuse_elementwise(fuse)
+    dnabert.fuse_elementwise(fuse)
     if engine.compile:
         esm = torch.compile(esm, dynamic=True)
         dnabert = torch.compile(dnabert, dynamic=True)
-    esm_budget = token_budget(engine, device, esm.embed_dim)
+    budgets = (token_budget(engine, device, esm.embed_dim, _ESM_BUDGET),
+               token_budget(engine, device, dnabert.hidden_size, _DNABERT_BUDGET))
     identity = {
         "esm": {**file_identity(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
         "dnabert": {**file_identity(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
         "classifier": file_identity(paths.classifier),
         "precision": str(dtype).replace("torch.", ""),
     }
-    log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; ESM token budget %d",
+    log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; token budgets %d (ESM) %d (DNABERT)",
              device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
-             dnabert.hidden_size, esm_budget)
+             dnabert.hidden_size, *budgets)
     return LoadedModels(device, dtype, esm, dnabert, classifier, DnaTokenizer(paths.dnabert), ProteinTokenizer(),
-                        identity, (esm_budget, max(esm_budget, 8192)))
+                        identity, budgets)

@@ -89,8 +89,9 @@ class Scorer:
         return cls(load_models(models, engine, env, chunk_length), engine, env)
 
     def score_range(self, source: FrameSource, start: int, stop: int, *, keep_embeddings: bool = False,
-                    block_frames: int = 4096) -> Iterator[ScoredBlock]:
-        dataset = TokenizedBlocks(source, BlockPlan(start, stop, block_frames), self.models.dna_tokenizer,
+                    block_frames: int = 4096, grid_start: int | None = None) -> Iterator[ScoredBlock]:
+        """Scored blocks of frames [start, stop), in order; blocks are cut on a grid anchored at `grid_start`."""
+        dataset = TokenizedBlocks(source, BlockPlan(start, stop, block_frames, anchor=grid_start), self.models.dna_tokenizer,
                                   self.models.protein_tokenizer, self.esm_budget, self.dna_budget)
         loader = DataLoader(dataset, batch_size=None, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda",

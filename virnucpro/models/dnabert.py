@@ -97,12 +97,6 @@ class Attention(nn.Module):
         self.num_heads = cfg.num_attention_heads
         self.head_dim = cfg.head_dim
 
-    def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
-        # Wqkv columns are laid out (q|k|v) x heads x head_dim, as MosaicBERT's rearrange "(t h d)".
-        qkv = self.self.Wqkv(x.to(self.self.Wqkv.weight.dtype)).view(x.shape[0], 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.unbind(1)
-        context = attend(q, k, v).reshape(x.shape[0], -1)
-        return self.output(context, x)
 
 
 class GatedMlp(nn.Module):
@@ -124,8 +118,23 @@ class Layer(nn.Module):
         self.attention = Attention(cfg)
         self.mlp = GatedMlp(cfg)
 
-    def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
-        return self.mlp(self.attention(x, attend))
+    def forward(self, x: torch.Tensor, attend, regions) -> torch.Tensor:
+        before, after = regions
+        q, k, v = before(x, self.attention)
+        return after(x, attend(q, k, v), self)
+
+
+def attention_inputs(x: torch.Tensor, attention: Attention):
+    """q, k, v from the fused projection (computed in the weights' dtype; x is the fp32 residual stream)."""
+    # Wqkv columns are laid out (q|k|v) x heads x head_dim, as MosaicBERT's rearrange "(t h d)".
+    wqkv = attention.self.Wqkv
+    qkv = wqkv(x.to(wqkv.weight.dtype)).view(x.shape[0], 3, attention.num_heads, attention.head_dim)
+    return qkv.unbind(1)
+
+
+def attention_output_and_mlp(x: torch.Tensor, context: torch.Tensor, layer: Layer) -> torch.Tensor:
+    """Post-LN attention output, then the GeGLU MLP with its own post-LN."""
+    return layer.mlp(layer.attention.output(context.reshape(x.shape[0], -1), x))
 
 
 class Encoder(nn.Module):
@@ -146,6 +155,7 @@ class DnaBert(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
         self.set_attention(torch.device("cpu"))
+        self.fuse_elementwise(False)
 
     def set_precision(self, dtype: torch.dtype) -> "DnaBert":
         """Linear layers compute in `dtype`; embeddings, LayerNorms and so the residual stream stay fp32.
@@ -176,8 +186,18 @@ class DnaBert(nn.Module):
 
         x = self.embeddings(input_ids)
         for layer in self.encoder.layer:
-            x = layer(x, attend)
+            x = layer(x, attend, self._regions)
         return x
+
+    def fuse_elementwise(self, enabled: bool) -> None:
+        """torch.compile the LayerNorm/GeGLU/cast/residual work between the GEMMs (attention excluded); one graph
+        serves all layers because the weights are graph inputs."""
+        if enabled:
+            self._regions = (torch.compile(attention_inputs, dynamic=True),
+                             torch.compile(attention_output_and_mlp, dynamic=True))
+        else:
+            self._regions = (attention_inputs, attention_output_and_mlp)
+        self.fused_elementwise = enabled
 
 
 def mean_pool_all_tokens(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ API (what `predict`, SLURM and `status` call):
         Create cfg.outdir (prep + frame index + token-balanced shard plan + manifest.json) or, if it exists,
         check input sha256 / chunk length / model sha256s / precision / --save-embeddings are unchanged and
         return the stored manifest (RunStateError naming every difference unless cfg.force_restart, which
-        clears prep, shards and outputs). Shard count = max(min_shards, 4 x gpus, tokens / shard_tokens),
+        clears prep, shards and outputs). Shard count = max(min_shards, shards_for_gpus(gpus), tokens / shard_tokens),
         fixed here so a resume with another GPU count works.
     run_shards(rundir, cfg, env, gpus=None, *, devices=None, scorer_factory=None, options=None) -> list[int]
         Score every pending shard: in this process on CPU / one GPU, else one spawned process per GPU

@@ -102,7 +102,15 @@ def plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus: int | None = None, min
             run.clear_results()
         if gpus is None:
             gpus = sum(device.startswith("cuda") for device in select_devices(cfg.engine, cfg.gpus))
-        return _plan_new(run, cfg, identity, max(min_shards, 4 * max(gpus, 1)), options, prepare or default_prepare)
+        return _plan_new(run, cfg, identity, max(min_shards, shards_for_gpus(gpus)), options,
+                         prepare or default_prepare)
+
+
+def shards_for_gpus(gpus: int) -> int:
+    """Fewest shards for a new plan: one on a single device (every shard boundary drains the GPU's pipeline),
+    two per GPU on several so that a GPU that finishes early takes over queued work. Large inputs get more
+    shards anyway from shard_tokens."""
+    return 1 if gpus <= 1 else 2 * gpus
 
 
 def _plan_new(run: RunDir, cfg: PredictConfig, identity: RunIdentity, min_shards: int, options: RunOptions,

@@ -134,10 +134,11 @@ class PartBuffer:
         return part
 
 
-def _score_gap(scorer, source, gap, keep, options, writer, progress) -> int:
+def _score_gap(scorer, source, gap, shard_start, keep, options, writer, progress) -> int:
     buffer, cursor = PartBuffer(options), gap[0]
     block_frames = max(1, min(options.block_frames, options.part_frames))
-    for block in scorer.score_range(source, gap[0], gap[1], keep_embeddings=keep, block_frames=block_frames):
+    for block in scorer.score_range(source, gap[0], gap[1], keep_embeddings=keep, block_frames=block_frames,
+                                    grid_start=shard_start):
         if block.start != cursor:
             raise RunStateError(f"scorer returned frames from {block.start}, expected {cursor}")
         cursor += len(block.ids)
@@ -199,7 +200,7 @@ def _run_pending(run, manifest, index, scorer, options, device, progress) -> Sha
     scored = 0
     try:
         for gap in gaps:
-            scored += _score_gap(scorer, source, gap, keep, options, writer, progress)
+            scored += _score_gap(scorer, source, gap, start, keep, options, writer, progress)
     finally:
         writer.close()
     if missing_ranges(start, stop, list_parts(shard_dir)):

@@ -47,7 +47,8 @@ class HashScorer:
     identity: dict = field(default_factory=lambda: {"fake": "hash scorer"})
     stats: HashStats = field(default_factory=HashStats)
 
-    def score_range(self, source, start: int, stop: int, *, keep_embeddings: bool = False, block_frames: int = 4096):
+    def score_range(self, source, start: int, stop: int, *, keep_embeddings: bool = False, block_frames: int = 4096,
+                    grid_start: int | None = None):
         for first in range(start, stop, block_frames):
             frames = source.read(first, min(first + block_frames, stop))
             ids = [frame.id for frame in frames]

@@ -1,0 +1,110 @@
+"""SLURM side of `virnucpro status`: the states of the jobs recorded in RUNDIR/slurm/jobs.json.
+
+Accounting (sacct) is often off on small clusters, so states come from `scontrol show job` (one call per
+submitted job id; an array id answers for all its tasks). Jobs that finished more than MinJobAge ago are
+forgotten by slurmctld and reported as "UNKNOWN"; the shard progress in the run directory is the truth.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from virnucpro.slurm.submit import JobsFile, jobs_path
+
+UNKNOWN = "UNKNOWN"
+ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                 "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED", "PREEMPTED"}
+_FIELD = re.compile(r"(\S+?)=(\S*)")
+
+
+def has_jobs(rundir: str | Path) -> bool:
+    return jobs_path(Path(rundir)).exists()
+
+
+def job_states(rundir: str | Path) -> dict:
+    """JSON-ready states of the run's jobs: {"shards": {"0": {job_id, state, reason, restarts, exit_code}},
+    "aggregate": {...}, "submissions": [...], "scontrol": bool}. Each shard shows its newest job."""
+    jobs = JobsFile.load(Path(rundir))
+    latest = jobs.submissions[-1] if jobs.submissions else None
+    # the aggregation first: a shard seen unfinished afterwards was unfinished when the aggregation was seen
+    ids = [latest.aggregate_job_id] if latest and latest.aggregate_job_id else []
+    ids += sorted({job.split("_")[0] for job in jobs.latest_job_of_shard().values()} - set(ids))
+    known, available = query_jobs(ids)
+    shards = {str(shard): _describe(job, known) for shard, job in sorted(jobs.latest_job_of_shard().items())}
+    return {
+        "scontrol": available,
+        "shards": shards,
+        "aggregate": _describe(latest.aggregate_job_id, known) if latest else None,
+        "submissions": [s.to_dict() for s in jobs.submissions],
+    }
+
+
+def _describe(job_id: str, known: dict[str, dict]) -> dict:
+    record = known.get(job_id)
+    if record is None:
+        return {"job_id": job_id, "state": UNKNOWN, "reason": "not known to slurmctld (finished long ago?)",
+                "restarts": None, "exit_code": None}
+    return {"job_id": job_id, "state": record.get("JobState", UNKNOWN), "reason": record.get("Reason", ""),
+            "restarts": int(record["Restarts"]) if record.get("Restarts", "").isdigit() else None,
+            "exit_code": record.get("ExitCode")}
+
+
+def query_jobs(job_ids: list[str]) -> tuple[dict[str, dict], bool]:
+    """scontrol records keyed by the ids jobs.json uses ("123" or "123_4"); (records, scontrol available)."""
+    if not shutil.which("scontrol"):
+        return {}, False
+    known: dict[str, dict] = {}
+    for job_id in job_ids:
+        done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
+        if done.returncode == 0:
+            for line in done.stdout.splitlines():
+                if line.strip():
+                    known.update(_keyed(dict(_FIELD.findall(line))))
+    return known, True
+
+
+def _keyed(record: dict) -> dict[str, dict]:
+    """One scontrol record -> the ids it stands for (an array's pending tasks come as one record "2-5%1")."""
+    array_id, tasks = record.get("ArrayJobId"), record.get("ArrayTaskId")
+    if not array_id or not tasks:
+        return {record.get("JobId", ""): record}
+    return {f"{array_id}_{task}": record for task in expand_task_ids(tasks)}
+
+
+def expand_task_ids(text: str) -> list[int]:
+    """"0", "2-5%1", "1,3-4" -> task ids."""
+    ids: list[int] = []
+    for part in text.split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit():
+            ids.extend(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def active_jobs(states: dict) -> dict[str, str]:
+    """Shard (or "aggregate") -> job id, for jobs still queued or running."""
+    active = {shard: info["job_id"] for shard, info in states["shards"].items() if info["state"] in ACTIVE_STATES}
+    if states.get("aggregate") and states["aggregate"]["state"] in ACTIVE_STATES:
+        active["aggregate"] = states["aggregate"]["job_id"]
+    return active
+
+
+def format_job_states(states: dict) -> str:
+    """Human lines for `virnucpro status`."""
+    if not states["scontrol"]:
+        return "SLURM: scontrol not found on this machine; job states unavailable"
+    counts: dict[str, int] = {}
+    for info in states["shards"].values():
+        counts[info["state"]] = counts.get(info["state"], 0) + 1
+    lines = ["SLURM shard jobs: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))]
+    for shard, info in states["shards"].items():
+        if info["state"] not in ("COMPLETED", UNKNOWN) or info["restarts"]:
+            lines.append(f"  shard {shard}: job {info['job_id']} {info['state']} ({info['reason']}; "
+                         f"restarts {info['restarts']})")
+    if states["aggregate"]:
+        agg = states["aggregate"]
+        lines.append(f"SLURM aggregation: job {agg['job_id']} {agg['state']} ({agg['reason']})")
+    return "\n".join(lines)
