@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every GPU test and benchmark in one go, for a lent GPU (few, full calls). Results go under $OUT.
 #   carry: .whl (fair-esm, biopython, submitit wheels) and .gpu (real DNABERT-S tokenizer, no weights)
-#   usage: bash scripts/gpu_suite.sh [tests|bench|all] [extra bench args...]
+#   usage: bash scripts/gpu_suite.sh [tests|bench|load|scaling|all] [extra bench args...]
+#     tests: pytest -m gpu; bench: every peer, DNABERT-S, whole predict; load: 3B .pt vs .safetensors load time;
+#     scaling: whole predict on 1, 2, 4 GPUs of this node (those visible)
 set -uo pipefail
 what=${1:-all}; shift || true
 OUT=${OUT:-gpu-results}
@@ -22,5 +24,12 @@ fi
 if [[ $what == bench || $what == all ]]; then
   python3 -m virnucpro bench --dnabert --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --pipeline \
     --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+fi
+if [[ $what == load || $what == all ]]; then
+  python3 scripts/time_model_load.py --random-3b --repeats 2 --scratch "${TMPDIR:-/tmp}" 2>&1 | tee "$OUT/model-load.jsonl"
+fi
+if [[ $what == scaling ]]; then
+  python3 -m virnucpro bench --esm "" --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --scaling 1,2,4 \
+    --json "$OUT/scaling.json" "$@" 2>&1 | tee "$OUT/scaling.log"
 fi
 exit $status

@@ -3,6 +3,7 @@
 
     python scripts/time_model_load.py --pt ~/.cache/virnucpro/models/esm2/esm2_t36_3B_UR50D.pt
     python scripts/time_model_load.py --tiny          # dry run with a tiny synthetic checkpoint
+    python scripts/time_model_load.py --random-3b     # real 3B shape, random fp16 weights (5.7 GB written first)
 
 The .safetensors is made with `virnucpro models convert` (done here into a temporary folder when --safetensors
 is not given). Each format is timed `--repeats` times; the first run of each may read from disk, later ones
@@ -61,15 +62,19 @@ def timed(label: str, fn, path: Path, device: torch.device, repeat: int) -> dict
             "seconds": round(seconds, 3), "device": str(device)}
 
 
-def write_tiny(folder: Path) -> Path:
+def write_random(folder: Path, layers: int, dim: int, heads: int, device: torch.device) -> Path:
+    """A fair-esm checkpoint of the given shape with random fp16 weights (the published 3B file holds fp16)."""
     import esm
 
-    model = esm.model.esm2.ESM2(num_layers=4, embed_dim=128, attention_heads=8,
-                                alphabet=esm.data.Alphabet.from_architecture("ESM-1b"))
-    state = {("encoder." if k.startswith("lm_head.") else "encoder.sentence_encoder.") + k: v
+    with torch.device(device):
+        model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads,
+                                    alphabet=esm.data.Alphabet.from_architecture("ESM-1b")).half()
+    state = {("encoder." if k.startswith("lm_head.") else "encoder.sentence_encoder.") + k: v.cpu()
              for k, v in model.state_dict().items() if not k.startswith("contact_head.")}
-    cfg = argparse.Namespace(encoder_layers=4, encoder_embed_dim=128, encoder_attention_heads=8, token_dropout=True)
-    path = folder / "esm2_t4_tiny.pt"
+    del model
+    cfg = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                             token_dropout=True)
+    path = folder / f"esm2_t{layers}_random.pt"
     torch.save({"model": state, "cfg": {"model": cfg}}, path)
     return path
 
@@ -80,13 +85,18 @@ def main() -> int:
     parser.add_argument("--safetensors", type=Path, help="its converted form (default: convert into a temp dir)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--scratch", default=None, help="folder for the synthetic checkpoint (default: a temp dir)")
     parser.add_argument("--tiny", action="store_true", help="use a tiny synthetic checkpoint (dry run)")
+    parser.add_argument("--random-3b", action="store_true", help="use a random-weight checkpoint of the 3B shape")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as scratch:
-        pt = write_tiny(Path(scratch)) if args.tiny else args.pt
+        pt = args.pt
+        if args.tiny or args.random_3b:
+            shape = (4, 128, 8) if args.tiny else (36, 2560, 40)
+            pt = write_random(Path(args.scratch or scratch), *shape, device)
         if pt is None:
-            parser.error("--pt or --tiny is required")
+            parser.error("--pt, --tiny or --random-3b is required")
         converted = args.safetensors or convert_esm2(pt, Path(scratch) / pt.with_suffix(".safetensors").name)
         jobs = [("state .pt", load_pt_state, pt), ("state .safetensors", load_safetensors_state, converted)]
         try:

@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     parser.add_argument("--dnabert-tokenizer", default=None, help="folder with the real tokenizer.json")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole predict path")
     parser.add_argument("--pipeline-reads", type=int, default=16384, help="500 bp reads for --pipeline")
+    parser.add_argument("--scaling", default="", help="whole predict on these GPU counts, e.g. 1,2,4")
+    parser.add_argument("--scaling-reads", type=int, default=32768, help="500 bp reads for --scaling")
     parser.add_argument("--json", default=None, help="write all measurements to this JSON file")
     parser.set_defaults(handler=run_bench)
 
@@ -49,6 +51,10 @@ def run_bench(args, env) -> int:
         results += suites.dnabert_suite(args, device)
     if args.pipeline:
         results += suites.pipeline_suite(args, env, device)
+    if args.scaling:
+        from virnucpro.bench.scaling import time_scaling
+
+        results += time_scaling(args, env, device)
     print_table(results, peak)
     if args.json:
         with open(args.json, "w") as handle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
 from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
+from virnucpro.config import EngineConfig, EnvConfig
 
 SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
 
@@ -27,10 +29,10 @@ def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0) ->
             handle.write(f">read_{i}\n{body}{tail}\n")
 
 
-def in_memory_scorer_factory(env, device, args):
+def random_loaded_models(device: torch.device, tokenizer_dir: str | None, esm_budget: int):
+    """Real-size ESM-2 3B, DNABERT-S and classifier with random weights on `device`, warmed up."""
     from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
     from virnucpro.engine.loading import LoadedModels
-    from virnucpro.engine.scorer import Scorer
     from virnucpro.models.classifier import MLPClassifier
     from virnucpro.tokenize.dna import DnaTokenizer
     from virnucpro.tokenize.protein import ProteinTokenizer
@@ -39,12 +41,33 @@ def in_memory_scorer_factory(env, device, args):
     esm = ours_from_fairesm(fair, ESM_SHAPES["3B"], device)
     del fair
     torch.cuda.empty_cache()
-    dnabert, folder = random_dnabert(device, torch.bfloat16, args.dnabert_tokenizer)
+    dnabert, folder = random_dnabert(device, torch.bfloat16, tokenizer_dir)
     classifier = MLPClassifier(dnabert.hidden_size + esm.embed_dim, 512).to(device).eval()
-    budget = args.token_budget or 32768
     warm_up(esm, dnabert, device)
-    models = LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
-                          {"bench": "random weights"}, (budget, 65536))
+    return LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
+                        {"bench": "random weights"}, (esm_budget, 65536))
+
+
+@dataclass(frozen=True)
+class RandomModelsFactory:
+    """Picklable scorer recipe: each GPU process of a multi-GPU run builds its own random-weight models."""
+
+    tokenizer_dir: str | None
+    esm_budget: int
+    env: EnvConfig
+
+    def __call__(self, engine: EngineConfig):
+        from virnucpro.engine.scorer import Scorer
+
+        return Scorer(random_loaded_models(torch.device(engine.device), self.tokenizer_dir, self.esm_budget),
+                      engine, self.env)
+
+
+def in_memory_scorer_factory(env, device, args):
+    """Models built once here; every Scorer the run asks for shares them (one GPU, this process)."""
+    from virnucpro.engine.scorer import Scorer
+
+    models = random_loaded_models(device, args.dnabert_tokenizer, args.token_budget or 32768)
     return lambda engine: Scorer(models, engine, env)
 
 
@@ -60,7 +83,7 @@ def warm_up(esm, dnabert, device) -> None:
 
 
 def time_pipeline(args, env, device) -> list[Measurement]:
-    from virnucpro.config import EngineConfig, PredictConfig
+    from virnucpro.config import PredictConfig
     from virnucpro.engine.source import FrameSource
     from virnucpro.run import predict_run
     from virnucpro.run.testing import fake_model_files
@@ -68,10 +91,9 @@ def time_pipeline(args, env, device) -> list[Measurement]:
     work = Path(tempfile.mkdtemp(prefix="virnucpro-bench-"))
     reads = work / "reads.fasta"
     stop_free_reads(reads, args.pipeline_reads)
-    factory = in_memory_scorer_factory(env, device, args)
-    factory(EngineConfig(device=device.type))  # build once so model construction is not timed
+    factory = in_memory_scorer_factory(env, device, args)  # models built here, outside the timed region
     cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=500, models=fake_model_files(work),
-                        engine=EngineConfig(device=device.type))
+                        engine=EngineConfig(device=device.type), gpus=1)
     with UtilisationSampler(device) as sampler:
         seconds = timed(lambda: predict_run(cfg, env, scorer_factory=factory), device)
     if args.json:  # keep the run's own timeline (per-stage, per-part) beside the results

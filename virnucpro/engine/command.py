@@ -28,7 +28,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--attention", choices=("auto", "varlen", "flash", "flex", "padded", "sdpa"), default="auto")
     group.add_argument("--compile", action="store_true", help="torch.compile the whole models (off by default)")
     group.add_argument("--no-fuse", dest="fuse", action="store_false",
-                       help="do not compile the fused LayerNorm/rotary/GELU regions of ESM-2 on the GPU")
+                       help="do not torch.compile the elementwise regions between the GEMMs on the GPU")
 
 
 def model_paths_from_args(args) -> ModelPaths:
