@@ -16,6 +16,7 @@ import numpy as np
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.errors import VirNucProError
+from virnucpro.run.parts import PartData
 
 DNA_DIM, PROTEIN_DIM = 6, 4
 
@@ -23,15 +24,6 @@ DNA_DIM, PROTEIN_DIM = 6, 4
 def _vector(frame_id: str, salt: str, size: int) -> np.ndarray:
     digest = hashlib.sha256(f"{salt}:{frame_id}".encode()).digest()
     return np.frombuffer(digest, dtype=np.uint8)[:size].astype(np.float32) / 255.0
-
-
-@dataclass
-class HashBlock:
-    start: int
-    ids: list[str]
-    scores: np.ndarray
-    dna: np.ndarray | None = None
-    protein: np.ndarray | None = None
 
 
 @dataclass
@@ -54,7 +46,7 @@ class HashScorer:
             ids = [frame.id for frame in frames]
             virus = np.array([_vector(i, "score", 1)[0] for i in ids], dtype=np.float32)
             scores = np.stack([1 - virus, virus], axis=1)
-            block = HashBlock(first, ids, scores)
+            block = PartData(first, ids, scores)  # the fields a Scorer block has
             if keep_embeddings:
                 block.dna = np.stack([_vector(i, "dna", DNA_DIM) for i in ids])
                 block.protein = np.stack([_vector(i, "protein", PROTEIN_DIM) for i in ids])
