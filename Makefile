@@ -29,9 +29,13 @@ test-gpu: install
 bench: install
 	$(PY) -m virnucpro bench
 
-submit: install
-	@test -n "$(INPUT)" || (echo "usage: make submit INPUT=reads.fasta [OUT=run-dir] [PROFILE=slurm/profile.toml]" >&2; exit 2)
-	$(PY) -m virnucpro submit "$(INPUT)" -o "$(or $(OUT),$(basename $(notdir $(INPUT)))-virnucpro)" --profile "$(or $(PROFILE),slurm/profile.toml)"
+# make submit INPUT=reads.fasta [OUT=run-dir] [PROFILE=slurm/profile.toml] [ARGS="more `virnucpro submit` flags"]
+# OUT defaults to the input's name + -virnucpro (reads.fasta.gz -> reads-virnucpro). Resume: see slurm/README.md.
+SUBMIT_OUT = $(or $(OUT),$(basename $(patsubst %.gz,%,$(notdir $(INPUT))))-virnucpro)
+submit:
+	@test -n "$(INPUT)" || { echo 'usage: make submit INPUT=reads.fasta [OUT=run-dir] [PROFILE=...] [ARGS="..."]' >&2; exit 2; }
+	@$(MAKE) --no-print-directory install
+	$(PY) -m virnucpro submit "$(INPUT)" -o "$(SUBMIT_OUT)" --profile "$(or $(PROFILE),slurm/profile.toml)" $(ARGS)
 
 image:
 	@command -v apptainer >/dev/null || { echo "apptainer is not installed here: build on a machine that has it (apptainer build virnucpro.sif containers/Apptainer.def), or ask your HPC admins for a build node" >&2; exit 1; }

@@ -7,9 +7,9 @@ contigs), then times
   - published: the per-codon oracle of tests/test_prep.py (published_prep, strings already in memory, no file
     I/O) on a subset of the reads, which flatters the published side; and virnucpro on the same subset in memory
     (tests' fast_prep: chunk + translate + select + format the three files' text).
-Prints Mbp/s for both and the ratio.
+Prints Mbp/s for both and the ratio, for each of --repeat repetitions (same input) and their medians.
 
-    python scripts/bench_prep.py [--mbp 50] [--published-mbp 2] [--chunk-length 500]
+    python scripts/bench_prep.py [--mbp 50] [--published-mbp 2] [--chunk-length 500] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import tempfile
 import time
@@ -83,21 +84,32 @@ def main() -> None:
     parser.add_argument("--mbp", type=float, default=50.0)
     parser.add_argument("--published-mbp", type=float, default=2.0)
     parser.add_argument("--chunk-length", type=int, default=500, choices=(300, 500))
+    parser.add_argument("--repeat", type=int, default=1, help="timed repetitions on the same input")
     args = parser.parse_args()
     pin_to_one_core()
+    print(f"cpu cores used: 1; chunk length {args.chunk_length}")
+    rates = {"end to end": [], "in memory": [], "published": []}
     with tempfile.TemporaryDirectory() as workdir:
         path = Path(workdir) / "bench.fasta"
         write_input(path, args.mbp)
-        fast_mbp, fast_seconds, frames = time_virnucpro(path, Path(workdir) / "out", args.chunk_length)
         subset = published_subset(path, args.published_mbp)
-    slow_mbp, slow_seconds = time_in_memory(published_prep, subset, args.chunk_length)
-    same_mbp, same_seconds = time_in_memory(fast_prep, subset, args.chunk_length)
-    fast_rate, slow_rate, same_rate = fast_mbp / fast_seconds, slow_mbp / slow_seconds, same_mbp / same_seconds
-    print(f"cpu cores used: 1; chunk length {args.chunk_length}")
-    print(f"virnucpro run_prep (file -> 3 files, fsync): {fast_mbp:.1f} Mbp in {fast_seconds:.2f} s = {fast_rate:.1f} Mbp/s ({frames} frames)")
-    print(f"virnucpro in memory, published subset: {same_mbp:.1f} Mbp in {same_seconds:.2f} s = {same_rate:.1f} Mbp/s")
-    print(f"published per-codon, in memory: {slow_mbp:.1f} Mbp in {slow_seconds:.2f} s = {slow_rate:.2f} Mbp/s")
-    print(f"speed-up: {fast_rate / slow_rate:.1f}x end to end, {same_rate / slow_rate:.1f}x in memory")
+        for repetition in range(1, args.repeat + 1):
+            fast_mbp, fast_seconds, frames = time_virnucpro(path, Path(workdir) / "out", args.chunk_length)
+            slow_mbp, slow_seconds = time_in_memory(published_prep, subset, args.chunk_length)
+            same_mbp, same_seconds = time_in_memory(fast_prep, subset, args.chunk_length)
+            fast_rate, slow_rate, same_rate = fast_mbp / fast_seconds, slow_mbp / slow_seconds, same_mbp / same_seconds
+            rates["end to end"].append(fast_rate)
+            rates["in memory"].append(same_rate)
+            rates["published"].append(slow_rate)
+            print(f"repetition {repetition}:")
+            print(f"  virnucpro run_prep (file -> 3 files, fsync): {fast_mbp:.1f} Mbp in {fast_seconds:.2f} s = {fast_rate:.1f} Mbp/s ({frames} frames)")
+            print(f"  virnucpro in memory, published subset: {same_mbp:.1f} Mbp in {same_seconds:.2f} s = {same_rate:.1f} Mbp/s")
+            print(f"  published per-codon, in memory: {slow_mbp:.1f} Mbp in {slow_seconds:.2f} s = {slow_rate:.2f} Mbp/s")
+            print(f"  speed-up: {fast_rate / slow_rate:.1f}x end to end, {same_rate / slow_rate:.1f}x in memory")
+    if args.repeat > 1:
+        fast, same, slow = (statistics.median(rates[key]) for key in ("end to end", "in memory", "published"))
+        print(f"median of {args.repeat}: virnucpro {fast:.1f} Mbp/s end to end, {same:.1f} Mbp/s in memory; "
+              f"published {slow:.2f} Mbp/s; speed-up (ratio of medians) {fast / slow:.1f}x end to end, {same / slow:.1f}x in memory")
 
 
 if __name__ == "__main__":

@@ -72,8 +72,10 @@ def ensure_installed() -> None:
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise SlurmUnavailable("slurmctld is not installed and this is not a root Debian/Ubuntu machine")
     apt_env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"]):
-        done = subprocess.run(command, env=apt_env, capture_output=True, text=True, timeout=900)
+    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # e.g. unattended-upgrades holding dpkg at boot
+    for command in (["apt-get", *wait_for_lock, "update", "-q"],
+                    ["apt-get", *wait_for_lock, "install", "-y", "-q", "slurm-wlm", "munge"]):
+        done = subprocess.run(command, env=apt_env, capture_output=True, text=True, timeout=1200)
         if done.returncode != 0:
             raise SlurmUnavailable(f"{' '.join(command)} failed: {done.stderr.strip()[-500:]}")
     if not shutil.which("slurmctld"):

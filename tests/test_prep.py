@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from virnucpro.io.prep_files import read_identified, wrap, write_identified
+from virnucpro.io.prep_files import read_identified, write_identified
 from virnucpro.io.sequences import Record
-from virnucpro.prep.chunking import chunk_record, chunk_starts
+from virnucpro.prep.chunking import chunk_layout, chunk_range_layout, chunk_record, chunk_starts
 from virnucpro.prep.frames import Frame, identify_frames, identify_frames_batch
-from virnucpro.prep.pipeline import prepare_batch, run_prep
+from virnucpro.prep.pipeline import iter_prepared, run_prep
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = Path(__file__).resolve().parent / "data" / "golden" / "published"
@@ -118,14 +118,12 @@ def random_sequence(rng: random.Random, length: int) -> str:
     return text
 
 
-def fast_prep(records: list[tuple[str, str]], chunk_size: int) -> tuple[str, str, str]:
-    prepared = prepare_batch([Record(i, s, i) for i, s in records], chunk_size)
-    chunked = "".join(f">{chunk.id}\n{wrap(chunk.seq)}" for chunk, _ in prepared)
-    frames = [frame for _, chunk_frames in prepared for frame in chunk_frames]
-    return (
-        chunked,
-        "".join(f">{f.id}\n{f.nucleotide}\n" for f in frames),
-        "".join(f">{f.id}\n{f.protein}\n" for f in frames),
+def fast_prep(records: list[tuple[str, str]], chunk_size: int, **batching) -> tuple[str, str, str]:
+    """virnucpro's text of the three files for (id, sequence) records, in memory."""
+    batches = list(iter_prepared([Record(i, s, i) for i, s in records], chunk_size, **batching))
+    return tuple(
+        b"".join(getattr(batch, part).tobytes() for batch in batches).decode("utf-8")
+        for part in ("chunked", "nucleotides", "proteins")
     )
 
 
@@ -203,15 +201,15 @@ def test_edge_lengths_equal_oracle(size):
     assert fast_prep(records, size) == published_prep(records, size)
 
 
-def test_small_batches_equal_one_batch():
+@pytest.mark.parametrize("size", [300, 500])
+def test_small_batches_equal_one_batch(size):
     """The streaming pipeline cuts long contigs across batches; the result must not depend on where."""
-    from virnucpro.prep.pipeline import iter_prepared_batches
-
     rng = random.Random(7)
-    records = [Record(f"c{i}", random_sequence(rng, rng.randint(1, 5000))) for i in range(20)]
-    whole = prepare_batch(records, 300)
-    pieces = [pair for batch in iter_prepared_batches(records, 300, batch_bases=700) for pair in batch]
-    assert pieces == whole
+    records = [(f"c{i}", random_sequence(rng, rng.randint(1, 5000))) for i in range(20)]
+    whole = fast_prep(records, size)
+    assert whole == published_prep(records, size)
+    for batch_bases in (1, 700, 2000):
+        assert fast_prep(records, size, batch_bases=batch_bases) == whole
 
 
 @pytest.mark.parametrize("size", [300, 500])
@@ -233,6 +231,24 @@ def test_chunk_starts_of_long_sequences_follow_published_arithmetic():
             assert [(c.id, c.seq) for c in chunk_record(Record("x", sequence, ""), size)] == expected
 
 
+@pytest.mark.parametrize("size", [300, 500])
+def test_vectorised_chunk_layout_equals_chunk_starts(size):
+    rng = random.Random(size)
+    lengths = list(range(0, 4 * size + 2)) + [rng.randint(2000, 10**6) for _ in range(200)] + [10**6, 10**6 + 1]
+    layout = chunk_layout(lengths, size)
+    expected = [
+        (n, k, start, min(size, length - start))
+        for n, length in enumerate(lengths)
+        for k, start in enumerate(chunk_starts(length, size), start=1)
+    ]
+    got = zip(layout.sequence.tolist(), layout.number.tolist(), layout.start.tolist(), layout.length.tolist())
+    assert list(got) == expected
+    for length in (10**6 + 1, 12345):
+        starts = chunk_starts(length, size)
+        piece = chunk_range_layout(length, size, 5, 17)
+        assert piece.start.tolist() == starts[5:17] and piece.number.tolist() == list(range(6, 18))
+
+
 def test_chunk_record_keeps_case_and_ids():
     chunks = chunk_record(Record("contig|49|pipe", "acgT" * 200, ""), 300)
     assert [c.id for c in chunks] == ["contig|49|pipe_chunk_1", "contig|49|pipe_chunk_2", "contig|49|pipe_chunk_3"]
@@ -247,6 +263,29 @@ def test_identify_frames_single_chunk_equals_oracle_and_batch():
         assert identify_frames(chunk) == frames
         expected = [Frame(*item) for item in published_identify(chunk.id, chunk.seq.upper())]
         assert frames == expected
+
+
+def test_single_chunks_equal_oracle():
+    """Chunks one at a time (each its own batch) and all together give the oracle's frames."""
+    rng = random.Random(11)
+    records = [(f"k{i}", random_sequence(rng, rng.randint(0, 700))) for i in range(60)]
+    assert fast_prep(records, 700) == published_prep(records, 700)
+    assert fast_prep(records, 700, batch_bases=1) == published_prep(records, 700)
+
+
+def test_ids_with_non_ascii_and_long_numbers():
+    """Ids of different byte lengths and chunk numbers of 1 to 3 digits side by side in one batch."""
+    records = [("séq|é", "ATG" * 400), ("x" * 90, "ACGT" * 10000), ("ü", "atgaaa"), ("n", "N" * 7)]
+    for size in (300, 500):
+        assert fast_prep(records, size) == published_prep(records, size)
+        assert fast_prep(records, size, batch_bases=500) == published_prep(records, size)
+
+
+def test_shortest_chunks_equal_oracle():
+    """Chunks of 1..11 bases: frames with no or one codon, nucleotides clipped at the chunk end."""
+    records = [(f"s{n}", ("ATGGCT" * 200)[:n]) for n in range(1, 12)] + [(f"l{n}", ("atggct" * 200)[:n]) for n in range(1, 12)]
+    for size in (300, 500):
+        assert fast_prep(records, size) == published_prep(records, size)
 
 
 def test_identified_files_round_trip(tmp_path):

@@ -7,6 +7,7 @@ Without SLURM (not root, no apt) these tests skip, unless VIRNUCPRO_REQUIRE_SLUR
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -39,9 +40,11 @@ CI_PROFILE = REPO / "slurm" / "ci" / "profile.toml"
 OUTPUTS = (PREDICTIONS, HIGHEST_SCORE)
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 # Small parts and blocks: shards get several checkpoint parts, so a task can be interrupted between two of them.
-RUN_KNOBS = {"VIRNUCPRO_PART_FRAMES": "8", "VIRNUCPRO_BLOCK_FRAMES": "8", "VIRNUCPRO_NO_PROGRESS": "1"}
-BLOCK_DELAY_S = 2.0  # per scored block in interrupted tasks: time to requeue / kill them mid-shard
-WAIT_S = 300
+# Small shards: the input (~15k tokens) is planned as 3 shards (array tasks) by every run, oracles included.
+RUN_KNOBS = {"VIRNUCPRO_PART_FRAMES": "8", "VIRNUCPRO_BLOCK_FRAMES": "8", "VIRNUCPRO_SHARD_TOKENS": "6000",
+             "VIRNUCPRO_NO_PROGRESS": "1"}
+BLOCK_DELAY_S = 3.0  # per scored block in interrupted tasks (~6 blocks a shard): time to requeue / kill mid-shard
+WAIT_S = 300  # per wait: generous, a 2-core CI machine runs two tasks at once next to the test process
 
 
 # ---------------------------------------------------------------- fixtures
@@ -69,14 +72,11 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def local_predict(tmp_path_factory, tiny_models) -> Path:
-    """The oracle of an uninterrupted submission: `virnucpro predict` of the same input here, same run knobs."""
-    from virnucpro.cli import main
-
+    """The oracle of an uninterrupted submission: `virnucpro predict` of the same input here, same run knobs
+    (in a process of its own: run options are read once per process, see default_options)."""
     outdir = tmp_path_factory.mktemp("local") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in RUN_KNOBS.items():
-            patch.setenv(name, value)
-        assert main(["predict", str(INPUT), "-o", str(outdir), *model_flags(tiny_models)]) == 0
+    virnucpro("predict", INPUT, "-o", outdir, *model_flags(tiny_models), env={**os.environ, **RUN_KNOBS})
+    assert len(Manifest.load(RunDir(outdir).manifest).shards) >= 3, "the tests need several shards"
     return outdir
 
 
@@ -122,6 +122,14 @@ def ci_profile(cluster):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def virnucpro(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m virnucpro ARGS` in a process of its own (environment: this one's, SLURM_CONF included)."""
+    done = subprocess.run([sys.executable, "-m", "virnucpro", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, f"virnucpro {' '.join(map(str, args))}: {done.stderr}"
+    return done
 
 
 def job_logs(rundir: Path) -> str:
@@ -199,11 +207,8 @@ def interrupt(cluster, command: tuple[str, ...], rundir: Path, shard: int, job: 
 
 def test_submit_runs_the_array_then_the_aggregation(slurm_env, tiny_models, local_predict, tmp_path):
     rundir = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-m", "virnucpro", "submit", str(INPUT), "-o", str(rundir), "--profile", str(CI_PROFILE),
-         *gpu_flags(slurm_env), *model_flags(tiny_models)],
-        capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
+    done = virnucpro("submit", INPUT, "-o", rundir, "--profile", CI_PROFILE, *gpu_flags(slurm_env),
+                     *model_flags(tiny_models))
     submission = JobsFile.load(rundir).submissions[-1]
     assert sorted(submission.tasks) == list(range(len(Manifest.load(RunDir(rundir).manifest).shards)))
     assert submission.array_job_id in done.stdout and submission.aggregate_job_id in done.stdout
@@ -219,6 +224,9 @@ def test_submit_runs_the_array_then_the_aggregation(slurm_env, tiny_models, loca
     assert aggregate_stage["time"] - aggregate_stage["seconds"] >= last_shard_done
     assert len({e["shard"] for e in events if e["event"] == "shard_done"}) == len(submission.tasks)
     assert_outputs_equal(rundir, local_predict)
+    report = json.loads(virnucpro("status", rundir, "--json").stdout)
+    assert report["complete"] and report["slurm"]["aggregate"]["state"] == "COMPLETED"
+    assert {info["state"] for info in report["slurm"]["shards"].values()} == {"COMPLETED"}
 
 
 INTERRUPTIONS = {
@@ -283,9 +291,7 @@ def test_killed_task_is_rerun_alone_by_submit_resume(slurm_env, tiny_models, loc
     assert not any((rundir / name).exists() for name in (*OUTPUTS, COMPLETE))
 
     starts_before = {s: len(shard_starts(rundir, s)) for s in range(len(submission.tasks))}
-    done = subprocess.run([sys.executable, "-m", "virnucpro", "submit", "--resume", str(rundir)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
+    virnucpro("submit", "--resume", rundir)
     assert list(JobsFile.load(rundir).submissions[-1].tasks) == [shard]
     assert wait_aggregation(rundir, slurm_env) == "COMPLETED", job_logs(rundir)
     starts_after = {s: len(shard_starts(rundir, s)) for s in range(len(submission.tasks))}

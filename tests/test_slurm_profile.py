@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -11,13 +14,17 @@ from pathlib import Path
 import pytest
 from submitit.slurm.slurm import _make_sbatch_string
 
-from virnucpro.cli import build_parser
+from virnucpro.cli import build_parser, main
+from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
 from virnucpro.errors import InputError
-from virnucpro.slurm.command import _ranges, profile_from_args
+from virnucpro.run.plan import plan_run
+from virnucpro.run.testing import fake_model_files
+from virnucpro.slurm.command import _ranges, _refuse_active_jobs, profile_from_args
 from virnucpro.slurm.profile import (SlurmProfile, load_profile, parse_flat_toml, parse_sbatch_flags,
                                      profile_from_dict, task_memory, time_to_minutes, with_overrides)
 from virnucpro.slurm.status import _keyed, expand_task_ids
-from virnucpro.slurm.submit import aggregate_parameters, array_parameters, python_command
+from virnucpro.slurm.submit import (SlurmError, Submission, aggregate_parameters, array_parameters, python_command,
+                                    record_submission)
 
 try:
     import tomllib
@@ -180,7 +187,22 @@ def test_submit_flags_override_the_profile_file():
         ("debug", 2, 0, "30", "/x.sif")
     assert profile.cpus_per_task == from_file.cpus_per_task and profile.mem == from_file.mem
     assert profile.sbatch_flags == from_file.sbatch_flags + ("--mail-type=END",)
-    assert asdict(profile_from_args(build_parser().parse_args(["submit", "in.fa", "-o", "r"]))) == asdict(SlurmProfile())
+    defaults = profile_from_args(build_parser().parse_args(["submit", "in.fa", "-o", "r"]))
+    assert asdict(defaults) == asdict(SlurmProfile())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_submit_runs_virnucpro_submit_with_its_real_flags():
+    usage = subprocess.run(["make", "-s", "submit"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "usage: make submit INPUT=" in usage.stderr
+    dry = subprocess.run(["make", "-n", "submit", "INPUT=/data/reads.fasta.gz", "PROFILE=slurm/ci/profile.toml",
+                          "ARGS=--partition gpu --shards 4"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    command = shlex.split(dry.stdout.splitlines()[-1])
+    assert command[1:4] == ["-m", "virnucpro", "submit"]
+    args = build_parser().parse_args(command[3:])
+    assert (args.input, args.output, args.profile, args.partition, args.shards) == \
+        ("/data/reads.fasta.gz", "reads-virnucpro", "slurm/ci/profile.toml", "gpu", 4)
 
 
 # ---------------------------------------------------------------- status parsing
@@ -196,3 +218,89 @@ def test_array_records_expand_to_task_ids():
     assert list(_keyed(fields(single))) == ["9"]
     assert expand_task_ids("0,2-4%2") == [0, 2, 3, 4]
     assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8"
+
+
+# ---------------------------------------------------------------- `virnucpro status` of a submitted run
+
+FAKE_SCONTROL = """#!/bin/sh
+# fake `scontrol show job -o ID`: array 100 (task 0 done, task 1 running after a requeue), aggregation 101 waits
+case "$4" in
+  100) echo "JobId=100 ArrayJobId=100 ArrayTaskId=0 JobState=COMPLETED Reason=None Restarts=0 ExitCode=0:0"
+       echo "JobId=102 ArrayJobId=100 ArrayTaskId=1 JobState=RUNNING Reason=None Restarts=1 ExitCode=0:0" ;;
+  101) echo "JobId=101 JobName=agg JobState=PENDING Reason=Dependency Restarts=0 ExitCode=0:0" ;;
+  *) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;;
+esac
+"""
+
+
+@pytest.fixture
+def planned_run(tmp_path, golden_prep) -> Path:
+    """A planned run directory (no shard scored yet), as `virnucpro submit` leaves it before its jobs start."""
+    cfg = PredictConfig(input=golden_prep / "input.fasta", outdir=tmp_path / "run",
+                        models=fake_model_files(tmp_path / "models", "a"), engine=EngineConfig(device="cpu"))
+    plan_run(cfg, EnvConfig(models_dir=tmp_path / "store", cpus=1, no_progress=True), gpus=1, min_shards=2)
+    return cfg.outdir
+
+
+def record_jobs(rundir: Path, submission: Submission) -> None:
+    """RUNDIR/slurm/jobs.json as `virnucpro submit` leaves it."""
+    record_submission(rundir, EngineConfig(device="cpu"), SlurmProfile(), submission)
+
+
+def status_json(rundir: Path, capsys) -> dict:
+    assert main(["status", str(rundir), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def with_fake_scontrol(monkeypatch, folder: Path, script: str | None) -> None:
+    """PATH = only `folder`, holding a fake scontrol (or none: SLURM is not installed here)."""
+    folder.mkdir()
+    if script is not None:
+        (folder / "scontrol").write_text(script)
+        (folder / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(folder))
+
+
+def test_status_of_a_local_run_has_no_slurm_section(planned_run, capsys, monkeypatch, tmp_path):
+    with_fake_scontrol(monkeypatch, tmp_path / "bin", None)
+    report = status_json(planned_run, capsys)
+    assert report["slurm"] is None and report["complete"] is False and len(report["shards"]) >= 2
+    assert main(["status", str(planned_run)]) == 0
+    assert "SLURM" not in capsys.readouterr().out
+
+
+def test_status_shows_the_recorded_jobs_states(planned_run, capsys, monkeypatch, tmp_path):
+    record_jobs(planned_run, Submission("100", {0: "100_0", 1: "100_1"}, "101"))
+    with_fake_scontrol(monkeypatch, tmp_path / "bin", FAKE_SCONTROL)
+    slurm = status_json(planned_run, capsys)["slurm"]
+    assert slurm["scontrol"] is True
+    assert {shard: (info["job_id"], info["state"], info["restarts"]) for shard, info in slurm["shards"].items()} == \
+        {"0": ("100_0", "COMPLETED", 0), "1": ("100_1", "RUNNING", 1)}
+    assert (slurm["aggregate"]["state"], slurm["aggregate"]["reason"]) == ("PENDING", "Dependency")
+    assert main(["status", str(planned_run)]) == 0
+    text = capsys.readouterr().out
+    assert "SLURM shard jobs: 1 completed, 1 running" in text
+    assert "shard 1: job 100_1 RUNNING" in text and "SLURM aggregation: job 101 PENDING (Dependency)" in text
+
+
+UNREACHABLE = """#!/bin/sh
+echo "slurm_load_jobs error: Unable to contact slurm controller (connect failure)" >&2
+exit 1
+"""
+
+
+@pytest.mark.parametrize("script, shown", [
+    (None, "SLURM: scontrol not found on this machine"),
+    (UNREACHABLE, "SLURM: cannot ask slurmctld (slurm_load_jobs error: Unable to contact slurm controller"),
+])
+def test_status_without_slurmctld_shows_the_progress_and_why(planned_run, capsys, monkeypatch, tmp_path, script,
+                                                              shown):
+    record_jobs(planned_run, Submission("100", {0: "100_0"}, "101"))
+    with_fake_scontrol(monkeypatch, tmp_path / "bin", script)
+    slurm = status_json(planned_run, capsys)["slurm"]
+    assert slurm["scontrol"] is (script is not None) and slurm["shards"]["0"]["state"] == "UNKNOWN"
+    assert main(["status", str(planned_run)]) == 0
+    text = capsys.readouterr().out
+    assert "frames done" in text and shown in text
+    with pytest.raises(SlurmError, match="cannot check whether jobs of an earlier submission still run"):
+        _refuse_active_jobs(planned_run)  # `submit --resume` / `--force-restart` never guess

@@ -1,8 +1,7 @@
 """Input file -> chunks -> kept frames -> the three published prep files, streamed in bounded batches.
 
-Batch API: `iter_prepared_batches(records, chunk_length)` yields lists of (chunk, frames) pairs covering about
-`batch_bases` bases each (a long contig is split across batches, so memory stays bounded);
-`prepare_batch(records, chunk_length)` returns all pairs of a few records at once.
+`iter_prepared(records, chunk_length)` yields each batch's text of the three files (input order); `run_prep`
+writes them.
 """
 
 from __future__ import annotations
@@ -14,19 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from virnucpro.io.atomic import atomic_write
-from virnucpro.io.prep_files import CHUNKED, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, write_chunked, write_identified
+from virnucpro.io.prep_files import CHUNKED, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN
 from virnucpro.io.sequences import Record, read_records
-from virnucpro.prep.chunking import PUBLISHED_CHUNK_LENGTHS, chunk_record, iter_chunks
-from virnucpro.prep.frames import Frame, identify_frames_batch
+from virnucpro.prep.batch import iter_batches
+from virnucpro.prep.chunking import PUBLISHED_CHUNK_LENGTHS
+from virnucpro.prep.frames import kept_frames
+from virnucpro.prep.text import chunked_text, identified_texts
 
 log = logging.getLogger(__name__)
 
-# Bases translated per vectorised pass: large enough to amortise numpy calls, small enough to stay in cache-ish
-# memory (the pass allocates ~20 bytes per base).
-BATCH_BASES = 1 << 19
-
-Prepared = tuple[Record, list[Frame]]
+# Bases per vectorised batch: large enough to amortise the ~100 numpy calls of a batch, small enough to keep
+# memory modest (a batch allocates ~20 bytes per base).
+BATCH_BASES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,17 @@ class PrepStats:
     seconds: float
 
 
+@dataclass(frozen=True)
+class PreparedText:
+    """One batch's share of the three files (UTF-8 bytes as uint8 arrays)."""
+
+    chunked: np.ndarray
+    nucleotides: np.ndarray
+    proteins: np.ndarray
+    chunks: int
+    frames: int
+
+
 def check_chunk_length(chunk_length: int, allow_any_length: bool = False) -> None:
     if allow_any_length and isinstance(chunk_length, int) and chunk_length > 0:
         return
@@ -45,28 +57,13 @@ def check_chunk_length(chunk_length: int, allow_any_length: bool = False) -> Non
         raise ValueError(f"chunk length must be 300 or 500 (the published models), got {chunk_length!r}")
 
 
-def iter_prepared_batches(
+def iter_prepared(
     records: Iterable[Record], chunk_length: int, batch_bases: int = BATCH_BASES
-) -> Iterator[list[Prepared]]:
-    """Chunks of `records` in input order, each with its kept frames, in batches of ~batch_bases bases."""
-    batch: list[Record] = []
-    bases = 0
-    for record in records:
-        # Lists for ordinary records (fast), a lazy generator for contigs longer than a batch (bounded memory).
-        long = len(record.seq) > batch_bases
-        for chunk in iter_chunks(record, chunk_length) if long else chunk_record(record, chunk_length):
-            batch.append(chunk)
-            bases += len(chunk.seq)
-            if bases >= batch_bases:
-                yield list(zip(batch, identify_frames_batch(batch)))
-                batch, bases = [], 0
-    if batch:
-        yield list(zip(batch, identify_frames_batch(batch)))
-
-
-def prepare_batch(records: Iterable[Record], chunk_length: int) -> list[Prepared]:
-    """Every chunk of `records` with its kept frames (translated in vectorised batches of BATCH_BASES)."""
-    return [pair for batch in iter_prepared_batches(records, chunk_length) for pair in batch]
+) -> Iterator[PreparedText]:
+    for batch in iter_batches(records, chunk_length, batch_bases):
+        kept = kept_frames(batch)
+        nucleotides, proteins = identified_texts(batch, kept)
+        yield PreparedText(chunked_text(batch), nucleotides, proteins, len(batch), len(kept))
 
 
 def run_prep(input: str | Path, outdir: str | Path, chunk_length: int, *, allow_any_length: bool = False) -> PrepStats:
@@ -80,15 +77,15 @@ def run_prep(input: str | Path, outdir: str | Path, chunk_length: int, *, allow_
     counter = _RecordCounter(read_records(input))
     chunks = frames = 0
     with contextlib.ExitStack() as stack:
-        chunked = stack.enter_context(atomic_write(outdir / CHUNKED))
-        nucleotides = stack.enter_context(atomic_write(outdir / IDENTIFIED_NUCLEOTIDE))
-        proteins = stack.enter_context(atomic_write(outdir / IDENTIFIED_PROTEIN))
-        for batch in iter_prepared_batches(counter, chunk_length):
-            write_chunked(chunked, [chunk for chunk, _ in batch])
-            kept = [frame for _, chunk_frames in batch for frame in chunk_frames]
-            write_identified(nucleotides, proteins, kept)
-            chunks += len(batch)
-            frames += len(kept)
+        chunked = stack.enter_context(atomic_write(outdir / CHUNKED, "wb"))
+        nucleotides = stack.enter_context(atomic_write(outdir / IDENTIFIED_NUCLEOTIDE, "wb"))
+        proteins = stack.enter_context(atomic_write(outdir / IDENTIFIED_PROTEIN, "wb"))
+        for prepared in iter_prepared(counter, chunk_length):
+            chunked.write(prepared.chunked)
+            nucleotides.write(prepared.nucleotides)
+            proteins.write(prepared.proteins)
+            chunks += prepared.chunks
+            frames += prepared.frames
     if counter.records == 0:
         log.warning("%s: no non-empty records; the prep files are empty", input)
     return PrepStats(counter.records, chunks, frames, counter.bases, time.perf_counter() - began)

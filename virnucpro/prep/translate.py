@@ -1,21 +1,19 @@
-"""Vectorised six-frame translation of many chunks at once, with the published rules.
+"""Six-frame translation with the published rules, vectorised over a matrix of chunks.
 
 Published rules (VirNucPro `translate_dna` on the upper-cased chunk): standard genetic code, stops `*`; a codon
 with any letter other than A/C/G/T is skipped (adds no residue); frame f reads codons at f, f+3, ... while
 i < len - 2; reverse frames read the reverse complement, where only A/C/G/T are complemented.
 
-How it is fast: the upper-cased chunks are concatenated into one buffer followed by its reverse complement
-(so chunk c's reverse strand is a contiguous slice of the second half). A few whole-buffer numpy passes give
-the codon index (base 5: 25*b0 + 5*b1 + b2, any non-ACGT base -> digit 4) at every position; the stop
-positions, grouped by class mod 3, tell with two binary searches whether any frame of any chunk has a stop.
-Only frames without stop are translated, each with one strided slice and one `bytes.translate` (which maps
-codon indices to residues and deletes the skipped codons). No Python work per codon.
+How it is fast: each chunk is one row of a byte matrix (see batch.ChunkBatch), padded with FILL bytes after its
+end; the row width is a multiple of 3. One `bytes.translate` and a few uint8 numpy passes give the codon index
+(base 5: 25*b0 + 5*b1 + b2, any non-ACGT base -> digit 4) at every position. A codon that touches the padding
+is invalid, so a frame is exactly "the valid codons of one position class (mod 3) of one row", and the reverse
+frames need no reverse strand: the reverse complement of the codon at forward position q is a reverse-frame
+codon, so reverse stops and residues are lookups on the same forward codon indices (TTA/CTA/TCA read forward
+are reverse stops). Which frames hold a stop is one OR-reduction per row and class.
 """
 
 from __future__ import annotations
-
-import threading
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,133 +28,70 @@ CODON_TABLE = {
 }
 STOP = "*"
 
-_INVALID = 4  # base code of anything but A/C/G/T
-_COMPLEMENT = bytes.maketrans(b"ACGT", b"TGCA")  # input is upper-cased first, like the published code
+# Marks bytes that are not part of any output text (padding after a chunk, unused columns). 0xFF never occurs in
+# UTF-8 text (ids) nor in nucleotide letters, so the assembled texts can simply drop every FILL byte.
+FILL = 0xFF
+
+_INVALID = 4  # base code of anything but A/C/G/T (either case: the published code upper-cases first)
+INVALID_CODON = 25 * _INVALID + 5 * _INVALID + _INVALID
+_COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+
+# Stop kinds, one bit each: the codon read forward is a stop; its reverse complement is a stop.
+FORWARD_STOP = 1
+REVERSE_STOP = 2
 
 
-def _codon_index(codon: str) -> int:
-    b0, b1, b2 = ("ACGT".index(base) for base in codon)
+def codon_index(codon: str) -> int:
+    b0, b1, b2 = ("ACGT".index(base) for base in codon.upper())
     return 25 * b0 + 5 * b1 + b2
 
 
-def _base_codes() -> bytes:
-    """bytes.translate table: A, C, G, T -> 0..3, any other byte -> 4."""
-    codes = bytearray([_INVALID] * 256)
-    for code, base in enumerate(b"ACGT"):
-        codes[base] = code
-    return bytes(codes)
+def reverse_complement(codon: str) -> str:
+    return "".join(_COMPLEMENT[base] for base in reversed(codon))
 
 
-def _residue_of_codon() -> bytes:
-    """bytes.translate table: codon index -> residue letter (entries of skipped codons are never used)."""
-    table = bytearray(256)
-    for codon, amino_acid in CODON_TABLE.items():
-        table[_codon_index(codon)] = ord(amino_acid)
+def _stop_kind(codon: str) -> int:
+    forward = FORWARD_STOP if CODON_TABLE[codon] == STOP else 0
+    return forward | (REVERSE_STOP if CODON_TABLE[reverse_complement(codon)] == STOP else 0)
+
+
+def _table(pairs, default: int) -> bytes:
+    """A 256-entry bytes.translate table: `default` except the given (byte, value) pairs."""
+    table = bytearray([default] * 256)
+    for key, value in pairs:
+        table[key] = value
     return bytes(table)
 
 
-# Lookups via bytes.translate: several times faster than numpy fancy indexing on uint8 data.
-BASE_CODES = _base_codes()
-RESIDUE_OF_CODON = _residue_of_codon()
-SKIPPED_CODONS = bytes(set(range(256)) - {_codon_index(codon) for codon in CODON_TABLE})
-STOP_CODONS = tuple(_codon_index(codon) for codon, amino_acid in CODON_TABLE.items() if amino_acid == STOP)
+# bytes.translate tables: several times faster than numpy fancy indexing on uint8 data.
+BASE_CODES = _table([(ord(b), code) for code, base in enumerate("ACGT") for b in (base, base.lower())], _INVALID)
+RESIDUE = _table([(codon_index(c), ord(aa)) for c, aa in CODON_TABLE.items()], FILL)  # invalid codon: no residue
+REVERSE_RESIDUE = _table([(codon_index(c), ord(CODON_TABLE[reverse_complement(c)])) for c in CODON_TABLE], FILL)
+STOP_KIND = _table([(codon_index(c), _stop_kind(c)) for c in CODON_TABLE], 0)
+# Nucleotide text as published: upper-cased; on the reverse strand then A/C/G/T complemented, all else kept.
+UPPER = bytes(range(256)).upper()
+UPPER_COMPLEMENT = UPPER.translate(bytes.maketrans(b"ACGT", b"TGCA"))
 
 
-@dataclass
-class SixFrames:
-    """Six-frame translation of n chunks; frame columns F1, F2, F3, R1, R2, R3.
-
-    `nucleotides` is the upper-cased chunks then their reverse complement; `codons` holds, at each position
-    of it, the index of the codon starting there. Frame (c, j) reads codons at start[c, j], +3, ...
-    (`codon_count[c, j]` of them).
-    """
-
-    nucleotides: bytes
-    codons: bytes
-    start: np.ndarray  # [n, 6] first codon position of each frame
-    codon_count: np.ndarray  # [n, 6] codon positions in the frame (published range(f, len - 2, 3))
-    stops: np.ndarray  # [n, 6] stop codons in the frame
-    room: np.ndarray  # [n, 6] bases from the frame start to the chunk end (strand-local)
-
-    def protein(self, start: int, count: int) -> str:
-        """Protein of the frame with `count` codons from `start`: skipped codons give no residue."""
-        return self.codons[start : start + 3 * count : 3].translate(RESIDUE_OF_CODON, SKIPPED_CODONS).decode("ascii")
-
-    def nucleotide(self, start: int, length: int) -> str:
-        return self.nucleotides[start : start + length].decode("ascii")
+def translate_rows(data: np.ndarray, table: bytes) -> np.ndarray:
+    """`table` applied to every byte of a uint8 array (same shape)."""
+    return np.frombuffer(data.tobytes().translate(table), dtype=np.uint8).reshape(data.shape)
 
 
-def six_frames(upper_chunks: bytes, lengths: np.ndarray) -> SixFrames:
-    """Translate the concatenation of upper-cased chunks `upper_chunks` (chunk lengths `lengths`)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = len(upper_chunks)
-    both = upper_chunks + upper_chunks.translate(_COMPLEMENT)[::-1]
-    codons = _codon_indices(both)
-    start, codon_count, room = _frame_layout(lengths, total)
-    stops = _StopIndex(codons).between(start, start + 3 * codon_count)
-    return SixFrames(both, codons.tobytes(), start, codon_count, stops, room)
-
-
-class _Scratch(threading.local):
-    """Work arrays kept between calls: fresh multi-megabyte arrays cost more in page faults than the arithmetic."""
-
-    def get(self, name: str, size: int, dtype) -> np.ndarray:
-        key = f"{name}_{np.dtype(dtype).name}"
-        array = self.__dict__.get(key)
-        if array is None or array.size < size:
-            array = self.__dict__[key] = np.empty(size, dtype=dtype)
-        return array[:size]
-
-
-_SCRATCH = _Scratch()
-
-
-def _codon_indices(sequence: bytes) -> np.ndarray:
-    """Codon index at every position (the last two positions hold invalid codons). A scratch array."""
-    codes = np.frombuffer(sequence.translate(BASE_CODES) + bytes([_INVALID, _INVALID]), dtype=np.uint8)
-    index = _SCRATCH.get("index", len(sequence), np.uint8)
-    term = _SCRATCH.get("term", len(sequence), np.uint8)
-    np.multiply(codes[:-2], np.uint8(25), out=index)
-    np.multiply(codes[1:-1], np.uint8(5), out=term)
-    index += term
-    index += codes[2:]
+def codon_indices(bases: np.ndarray) -> np.ndarray:
+    """Codon index at every position of a flat uint8 array (the last two positions: invalid codons)."""
+    codes = np.frombuffer(bases.tobytes().translate(BASE_CODES), dtype=np.uint8)
+    index = np.full(codes.size, INVALID_CODON, dtype=np.uint8)
+    body = index[:-2]
+    np.multiply(codes[:-2], np.uint8(25), out=body)
+    body += codes[1:-1] * np.uint8(5)
+    body += codes[2:]
     return index
 
 
-class _StopIndex:
-    """Stop-codon positions grouped by class mod 3 (key = class * rows + position // 3, sorted): the stops of a
-    frame (positions a, a+3, ... < b, all of one class) form one contiguous run of keys, found with two binary
-    searches. Stops are a small fraction of codons, so this costs far less than prefix sums over every position.
-    """
-
-    def __init__(self, codons: np.ndarray):
-        is_stop = _SCRATCH.get("is_stop", codons.size, np.bool_)
-        other = _SCRATCH.get("other", codons.size, np.bool_)
-        np.equal(codons, STOP_CODONS[0], out=is_stop)
-        for stop_codon in STOP_CODONS[1:]:
-            is_stop |= np.equal(codons, stop_codon, out=other)
-        self.rows = codons.size // 3 + 2  # > any frame end // 3, so the classes' keys never overlap
-        self.keys = np.concatenate([np.flatnonzero(is_stop[c::3]) + c * self.rows for c in range(3)])
-
-    def _key(self, positions: np.ndarray, frame_class: np.ndarray) -> np.ndarray:
-        return frame_class * self.rows + positions // 3
-
-    def between(self, first: np.ndarray, stop: np.ndarray) -> np.ndarray:
-        """Stops at positions first, first+3, ... < stop (stop = first + 3k)."""
-        frame_class = first % 3
-        return np.searchsorted(self.keys, self._key(stop, frame_class)) - np.searchsorted(
-            self.keys, self._key(first, frame_class)
-        )
-
-
-def _frame_layout(lengths: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """First codon position, codon count and bases left to the chunk end, per chunk and frame."""
-    offsets = np.cumsum(lengths) - lengths
-    shift = np.arange(3, dtype=np.int64)
-    forward = offsets[:, None] + shift
-    # Chunk c's reverse complement sits at total + (total - offsets[c] - lengths[c]) in the doubled buffer.
-    reverse = (2 * total - offsets - lengths)[:, None] + shift
-    room = np.maximum(lengths[:, None] - shift, 0)
-    start = np.concatenate([forward, reverse], axis=1)
-    room = np.concatenate([room, room], axis=1)
-    return start, room // 3, room
+def stops_by_class(codons: np.ndarray) -> np.ndarray:
+    """[rows, 3] OR of the stop kinds of the codons of each row and position class (row width: a multiple of 3)."""
+    rows, width = codons.shape
+    kinds = translate_rows(codons, STOP_KIND).reshape(-1)
+    row_starts = np.arange(rows, dtype=np.int64) * (width // 3)
+    return np.stack([np.bitwise_or.reduceat(kinds[c::3], row_starts) for c in range(3)], axis=1)

@@ -15,6 +15,7 @@ from virnucpro.run.options import default_options
 from virnucpro.run.rundir import RunDir, attach_log_file
 from virnucpro.run.shard import run_shard
 from virnucpro.run.status import is_complete, shard_status
+from virnucpro.slurm.status import format_job_states, has_jobs, job_states
 
 
 def register(subparsers) -> None:
@@ -67,8 +68,10 @@ def aggregate_command(args, env: EnvConfig) -> int:
 
 def status_command(args, env: EnvConfig) -> int:
     statuses = shard_status(args.rundir)
+    slurm = job_states(args.rundir) if has_jobs(args.rundir) else None  # None: not submitted through SLURM
     if args.json:
-        print(json.dumps({"complete": is_complete(args.rundir), "shards": [s.as_dict() for s in statuses]}, indent=1))
+        print(json.dumps({"complete": is_complete(args.rundir), "shards": [s.as_dict() for s in statuses],
+                          "slurm": slurm}, indent=1))
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -81,4 +84,6 @@ def status_command(args, env: EnvConfig) -> int:
         speed = f"{s.tokens_per_s:,.0f}" if s.tokens_per_s else "-"
         table.add_row(str(s.index), f"{s.frames_done}/{s.frames}", f"{s.tokens:,}", state, speed, str(s.restarts))
     Console().print(table)
+    if slurm is not None:
+        print(format_job_states(slurm))
     return 0

@@ -101,7 +101,11 @@ def _refuse_active_jobs(rundir: Path) -> None:
     """Two tasks must never write one shard: stop if earlier shard jobs still run; drop a stale aggregation job."""
     from virnucpro.slurm.status import active_jobs, job_states
 
-    active = active_jobs(job_states(rundir))
+    states = job_states(rundir)
+    if not states["scontrol"] or states["scontrol_error"]:
+        raise SlurmError(f"{rundir}: cannot check whether jobs of an earlier submission still run "
+                         f"({states['scontrol_error'] or 'scontrol not found'})")
+    active = active_jobs(states)
     stale_aggregate = active.pop("aggregate", None)
     if active:
         shown = ", ".join(f"shard {shard} ({job})" for shard, job in sorted(active.items(), key=lambda i: int(i[0])))

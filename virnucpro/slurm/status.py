@@ -26,16 +26,18 @@ def has_jobs(rundir: str | Path) -> bool:
 
 def job_states(rundir: str | Path) -> dict:
     """JSON-ready states of the run's jobs: {"shards": {"0": {job_id, state, reason, restarts, exit_code}},
-    "aggregate": {...}, "submissions": [...], "scontrol": bool}. Each shard shows its newest job."""
+    "aggregate": {...}, "submissions": [...], "scontrol": bool, "scontrol_error": str}. Each shard shows its
+    newest job."""
     jobs = JobsFile.load(Path(rundir))
     latest = jobs.submissions[-1] if jobs.submissions else None
     # the aggregation first: a shard seen unfinished afterwards was unfinished when the aggregation was seen
     ids = [latest.aggregate_job_id] if latest and latest.aggregate_job_id else []
     ids += sorted({job.split("_")[0] for job in jobs.latest_job_of_shard().values()} - set(ids))
-    known, available = query_jobs(ids)
+    known, available, error = query_jobs(ids)
     shards = {str(shard): _describe(job, known) for shard, job in sorted(jobs.latest_job_of_shard().items())}
     return {
         "scontrol": available,
+        "scontrol_error": error,
         "shards": shards,
         "aggregate": _describe(latest.aggregate_job_id, known) if latest else None,
         "submissions": [s.to_dict() for s in jobs.submissions],
@@ -52,18 +54,24 @@ def _describe(job_id: str, known: dict[str, dict]) -> dict:
             "exit_code": record.get("ExitCode")}
 
 
-def query_jobs(job_ids: list[str]) -> tuple[dict[str, dict], bool]:
-    """scontrol records keyed by the ids jobs.json uses ("123" or "123_4"); (records, scontrol available)."""
+def query_jobs(job_ids: list[str]) -> tuple[dict[str, dict], bool, str]:
+    """scontrol records keyed by the ids jobs.json uses ("123" or "123_4"); (records, scontrol available, why
+    slurmctld could not be asked: "" when it answered). Stops at the first such failure (each one can take 20 s)."""
     if not shutil.which("scontrol"):
-        return {}, False
+        return {}, False, ""
     known: dict[str, dict] = {}
     for job_id in job_ids:
-        done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, timeout=30)
-        if done.returncode == 0:
-            for line in done.stdout.splitlines():
-                if line.strip():
-                    known.update(_keyed(dict(_FIELD.findall(line))))
-    return known, True
+        try:
+            done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True,
+                                  timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return known, True, f"scontrol show job {job_id}: {error}"
+        if done.returncode != 0 and "Invalid job id" not in done.stderr:  # invalid: purged after MinJobAge
+            return known, True, (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        for line in done.stdout.splitlines():
+            if line.strip():
+                known.update(_keyed(dict(_FIELD.findall(line))))
+    return known, True, ""
 
 
 def _keyed(record: dict) -> dict[str, dict]:
@@ -96,10 +104,13 @@ def format_job_states(states: dict) -> str:
     """Human lines for `virnucpro status`."""
     if not states["scontrol"]:
         return "SLURM: scontrol not found on this machine; job states unavailable"
+    if states["scontrol_error"]:
+        return f"SLURM: cannot ask slurmctld ({states['scontrol_error']}); job states unavailable"
     counts: dict[str, int] = {}
     for info in states["shards"].values():
         counts[info["state"]] = counts.get(info["state"], 0) + 1
-    lines = ["SLURM shard jobs: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))]
+    summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none"
+    lines = [f"SLURM shard jobs: {summary}"]
     for shard, info in states["shards"].items():
         if info["state"] not in ("COMPLETED", UNKNOWN) or info["restarts"]:
             lines.append(f"  shard {shard}: job {info['job_id']} {info['state']} ({info['reason']}; "
