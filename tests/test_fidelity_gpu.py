@@ -8,7 +8,7 @@ half of the frames are called viral (the hardest case: many frames near the deci
 
 With random weights the embeddings of different frames are nearly alike, and the calibrated BatchNorm magnifies
 their small differences, bf16 rounding included. Measured on an H100 (docs/benchmarks.md): per-sequence cosine
->= 0.9996, 1199 of 1204 calls identical (99.6%), every flipped frame within 0.025 of the boundary where the
+>= 0.9996, 1198-1199 of 1204 calls identical (99.5-99.6%), every flipped frame within 0.025 of the boundary where the
 median distance is 0.34. So the test asserts what bf16 must guarantee: no call changes unless the frame sits
 within a tenth of the median margin of the boundary, and >= 99% of calls are identical.
 """

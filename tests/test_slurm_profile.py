@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -193,10 +194,14 @@ def test_submit_flags_override_the_profile_file():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_submit_runs_virnucpro_submit_with_its_real_flags():
-    usage = subprocess.run(["make", "-s", "submit"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` the parent make's flags would make this one print "Entering/Leaving directory".
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    make = ["make", "--no-print-directory"]
+    usage = subprocess.run([*make, "-s", "submit"], cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
     assert usage.returncode == 2 and "usage: make submit INPUT=" in usage.stderr
-    dry = subprocess.run(["make", "-n", "submit", "INPUT=/data/reads.fasta.gz", "PROFILE=slurm/ci/profile.toml",
-                          "ARGS=--partition gpu --shards 4"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    dry = subprocess.run([*make, "-n", "submit", "INPUT=/data/reads.fasta.gz", "PROFILE=slurm/ci/profile.toml",
+                          "ARGS=--partition gpu --shards 4"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env=env)
     assert dry.returncode == 0, dry.stderr
     command = shlex.split(dry.stdout.splitlines()[-1])
     assert command[1:4] == ["-m", "virnucpro", "submit"]
