@@ -77,7 +77,7 @@ def test_bf16_engine_calls_match_the_fp32_reference(tmp_path):
     from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
     from virnucpro.bench.workloads import ESM_SHAPES
     from virnucpro.config import EngineConfig, EnvConfig
-    from virnucpro.engine.loading import LoadedModels
+    from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET, LoadedModels
     from virnucpro.engine.scorer import Scorer
     from virnucpro.models.classifier import score
     from virnucpro.tokenize.dna import DnaTokenizer
@@ -97,7 +97,7 @@ def test_bf16_engine_calls_match_the_fp32_reference(tmp_path):
     expected = score(classifier, reference).argmax(1).cpu().numpy()
     warm_up(esm, dnabert, device)
     models = LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
-                          {"test": "random weights"}, (32768, 65536))
+                          {"test": "random weights"}, (ESM_TOKEN_BUDGET, DNABERT_TOKEN_BUDGET))
     scorer = Scorer(models, EngineConfig(device="cuda"), EnvConfig.from_environ())
     blocks = list(scorer.score_range(source, 0, len(source), keep_embeddings=True))
     got = np.concatenate([b.scores for b in blocks]).argmax(1)

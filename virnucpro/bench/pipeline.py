@@ -14,6 +14,7 @@ import torch
 from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
 from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
 from virnucpro.config import EngineConfig, EnvConfig
+from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
 
 SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
 
@@ -45,7 +46,7 @@ def random_loaded_models(device: torch.device, tokenizer_dir: str | None, esm_bu
     classifier = MLPClassifier(dnabert.hidden_size + esm.embed_dim, 512).to(device).eval()
     warm_up(esm, dnabert, device)
     return LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
-                        {"bench": "random weights"}, (esm_budget, 65536))
+                        {"bench": "random weights"}, (esm_budget, DNABERT_TOKEN_BUDGET))
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def in_memory_scorer_factory(env, device, args):
     """Models built once here; every Scorer the run asks for shares them (one GPU, this process)."""
     from virnucpro.engine.scorer import Scorer
 
-    models = random_loaded_models(device, args.dnabert_tokenizer, args.token_budget or 32768)
+    models = random_loaded_models(device, args.dnabert_tokenizer, args.token_budget or ESM_TOKEN_BUDGET)
     return lambda engine: Scorer(models, engine, env)
 
 

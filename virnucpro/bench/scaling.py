@@ -15,6 +15,7 @@ import torch
 from virnucpro.bench.pipeline import RandomModelsFactory, stop_free_reads
 from virnucpro.bench.timing import Measurement
 from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
+from virnucpro.engine.loading import ESM_TOKEN_BUDGET
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.rundir import RunDir
 from virnucpro.run.telemetry import read_events
@@ -35,7 +36,7 @@ def time_scaling(args, env, device) -> list[Measurement]:
     work = Path(tempfile.mkdtemp(prefix="virnucpro-scaling-"))
     reads = work / "reads.fasta"
     stop_free_reads(reads, args.scaling_reads)
-    factory = RandomModelsFactory(args.dnabert_tokenizer, args.token_budget or 32768, env)
+    factory = RandomModelsFactory(args.dnabert_tokenizer, args.token_budget or ESM_TOKEN_BUDGET, env)
     layers, dim, _ = ESM_SHAPES["3B"]
     results = []
     for gpus in [int(count) for count in args.scaling.split(",") if count]:

@@ -12,6 +12,7 @@ import torch
 from virnucpro.bench import peers
 from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
 from virnucpro.bench.workloads import WORKLOADS, esm_flops_per_token, random_dna_fasta
+from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
 from virnucpro.models.esm2 import ESM2, mean_pool_residues
 from virnucpro.tokenize.protein import ProteinTokenizer
 
@@ -69,7 +70,7 @@ def esm_suite(shape, model_name, workloads, wanted, args, device) -> list[Measur
     fair, alphabet = random_fairesm(shape, device)
     ours = ours_from_fairesm(fair, shape, device)
     tokenizer = ProteinTokenizer()
-    budget = args.token_budget or 32768
+    budget = args.token_budget or ESM_TOKEN_BUDGET
     results = []
     for workload_name in workloads:
         workload = WORKLOADS[workload_name]
@@ -131,7 +132,7 @@ def dnabert_suite(args, device) -> list[Measurement]:
     for workload_name in ("chunks500", "mixed"):
         seqs = WORKLOADS[workload_name].nucleotides(args.sequences)
         encoded = tokenizer.encode_batch(seqs)
-        budget = 65536
+        budget = DNABERT_TOKEN_BUDGET
 
         def run_ours(_):
             peers.packed(ours, mean_pool_all_tokens, peers.prepack(encoded, budget), device)

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 # (residual, LN output, q/k/v, fc1 output at 4x width, gelu output): ~24 values of 2 bytes.
 _ACTIVATION_BYTES_PER_TOKEN_PER_DIM = 48
 # Measured on an H100 (docs/benchmarks.md): ESM-2 3B gains <1% past 32k tokens, DNABERT-S ~1% past 64k.
-_ESM_BUDGET = 32768
-_DNABERT_BUDGET = 65536
+ESM_TOKEN_BUDGET = 32768
+DNABERT_TOKEN_BUDGET = 65536
 _CPU_BUDGET = 4096
 
 
@@ -101,8 +101,8 @@ def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_
     if engine.compile:
         esm = torch.compile(esm, dynamic=True)
         dnabert = torch.compile(dnabert, dynamic=True)
-    budgets = (token_budget(engine, device, esm.embed_dim, _ESM_BUDGET),
-               token_budget(engine, device, dnabert.hidden_size, _DNABERT_BUDGET))
+    budgets = (token_budget(engine, device, esm.embed_dim, ESM_TOKEN_BUDGET),
+               token_budget(engine, device, dnabert.hidden_size, DNABERT_TOKEN_BUDGET))
     identity = {
         "esm": {**file_identity(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
         "dnabert": {**file_identity(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
