@@ -23,6 +23,7 @@ COMMANDS = {
     "status": "virnucpro.run.command",
     "submit": "virnucpro.slurm.command",
     "models": "virnucpro.store.command",
+    "selftest": "virnucpro.selftest",
 }
 
 
