@@ -21,13 +21,10 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export VIRNUCPRO_DNABERT_TOKENIZER=${VIRNUCPRO_DNABERT_TOKENIZER:-$PWD/.gpu/dnabert-s} VIRNUCPRO_GPU_REPORT=$OUT
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-if ! python3 containers/pins.py check requirements.lock all > "$OUT/versions.txt" 2>&1; then
-  cat "$OUT/versions.txt"
+if ! python3 containers/pins.py check requirements.lock all 2>&1 | tee "$OUT/versions.txt"; then
   echo "gpu_suite: the installed packages differ from requirements.lock (see $OUT/versions.txt)" >&2
   [[ ${ALLOW_LOCK_MISMATCH:-0} == 1 ]] || exit 3
   echo "gpu_suite: ALLOW_LOCK_MISMATCH=1: going on; these results are NOT on the locked stack" >&2
-else
-  tail -1 "$OUT/versions.txt"
 fi
 tokenizer=()
 [[ -f $VIRNUCPRO_DNABERT_TOKENIZER/tokenizer.json ]] && tokenizer=(--dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER")

@@ -5,9 +5,9 @@
 # torch, triton and the CUDA libraries (nvidia-*, cuda-toolkit), which torch pins exactly, are left out: the GPU
 # machine has them preinstalled (torch 2.11.0+cu130) and they are several GB; gpu_suite.sh fails if their versions
 # differ from the lock. cuda-bindings and cuda-pathfinder, which torch takes by range, are carried.
-# Why a .tar.xz of the installed folder rather than the wheels: the wheels are 64 MB (numpy 17, transformers 14),
-# over what the device tool carries (64 MiB with the working tree); xz of the unpacked files is 37 MB.
-# Needs PyPI; takes about 2 minutes (xz on 2 cores).   usage: bash scripts/gpu_wheels.sh
+# Why a .tar.xz of the installed folder rather than the wheels: the wheels are over 64 MB (numpy 17, transformers 14),
+# over what the device tool carries (64 MiB with the working tree); xz of the unpacked files is 40 MiB.
+# Needs PyPI; takes about 3 minutes (xz on 2 cores).   usage: bash scripts/gpu_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIMIT_MB=${LIMIT_MB:-45}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,8 @@ def main() -> int:
     parser.add_argument("--uv", default=os.environ.get("UV", "uv"), help="the uv executable (default: uv)")
     parser.add_argument("--check", action="store_true", help="exit 1 if requirements.lock is not what it makes")
     args = parser.parse_args()
+    if shutil.which(args.uv) is None:
+        sys.exit(f"lock.py: {args.uv} not found: pip install uv (or pass --uv PATH)")
     text = build(args.uv)
     if args.check:
         same = LOCK.exists() and LOCK.read_text() == text

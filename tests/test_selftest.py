@@ -20,9 +20,9 @@ CHECKS = ("inputs", "fp32 ESM-2 embeddings", "fp32 DNABERT-S embeddings", "fp32 
           "fp32 classifier calls")
 
 
-def selftest(tokenizer=None) -> tuple[bool, str]:
+def selftest(tokenizer=None, device="cpu") -> tuple[bool, str]:
     out = io.StringIO()
-    passed = run_selftest("cpu", EnvConfig.from_environ(), tokenizer, stream=out)
+    passed = run_selftest(device, EnvConfig.from_environ(), tokenizer, stream=out)
     return passed, out.getvalue()
 
 
@@ -107,3 +107,16 @@ def test_command_exit_codes(monkeypatch, capsys):
     monkeypatch.setattr(scorer, "mean_pool_residues", lambda hidden, cu: torch.zeros(cu.numel() - 1, hidden.shape[1]))
     assert main(["selftest", "--device", "cpu"]) == 1
     assert "FAIL  fp32 ESM-2 embeddings" in capsys.readouterr().out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_passes_on_cuda_in_bf16_and_fp32():
+    """What `apptainer test --nv` and the GPU suite run: predict's default bf16 and its fp32 validation mode."""
+    candidates = [SHARED / "models" / "dnabert-s", Path(os.environ.get("VIRNUCPRO_DNABERT_TOKENIZER", "-"))]
+    tokenizer = next((folder for folder in candidates if (folder / "tokenizer.json").exists()), None)
+    passed, report = selftest(tokenizer, device="cuda")
+    print(report)
+    names = [name.replace("fp32", precision) for precision in ("bf16", "fp32") for name in CHECKS[1:]]
+    assert verdicts(report) == {name: "PASS" for name in ("inputs", *names)}, report
+    assert passed
