@@ -78,7 +78,7 @@ class ModelPaths:
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "bf16"  # bf16 | fp32 (bf16 falls back to fp32 on CPU)
+    precision: str = "fp16"  # fp16 | bf16 | accurate | fp32 (models.precision.PRECISION_MODES; fp32 on CPU)
     token_budget: int = 0  # tokens per packed batch; 0 = size from free GPU memory
     workers: int = -1  # DataLoader workers; -1 = from CPUs
     compile: bool = False  # torch.compile the whole models

@@ -15,6 +15,7 @@ from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
 from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
 from virnucpro.config import EngineConfig, EnvConfig
 from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
+from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES, Numerics
 
 SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
 
@@ -30,7 +31,8 @@ def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0) ->
             handle.write(f">read_{i}\n{body}{tail}\n")
 
 
-def random_loaded_models(device: torch.device, tokenizer_dir: str | None, esm_budget: int):
+def random_loaded_models(device: torch.device, tokenizer_dir: str | None, esm_budget: int,
+                         numerics: Numerics = PRECISION_MODES[DEFAULT_PRECISION]):
     """Real-size ESM-2 3B, DNABERT-S and classifier with random weights on `device`, warmed up."""
     from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
     from virnucpro.engine.loading import LoadedModels
@@ -39,13 +41,14 @@ def random_loaded_models(device: torch.device, tokenizer_dir: str | None, esm_bu
     from virnucpro.tokenize.protein import ProteinTokenizer
 
     fair, _ = random_fairesm(ESM_SHAPES["3B"], device)
-    esm = ours_from_fairesm(fair, ESM_SHAPES["3B"], device)
+    numerics.apply_global_settings()
+    esm = ours_from_fairesm(fair, ESM_SHAPES["3B"], device, precision=numerics.esm)
     del fair
     torch.cuda.empty_cache()
-    dnabert, folder = random_dnabert(device, torch.bfloat16, tokenizer_dir)
+    dnabert, folder = random_dnabert(device, numerics.dnabert, tokenizer_dir)
     classifier = MLPClassifier(dnabert.hidden_size + esm.embed_dim, 512).to(device).eval()
     warm_up(esm, dnabert, device)
-    return LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
+    return LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
                         {"bench": "random weights"}, (esm_budget, DNABERT_TOKEN_BUDGET))
 
 

@@ -14,6 +14,7 @@ from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
 from virnucpro.bench.workloads import WORKLOADS, esm_flops_per_token, random_dna_fasta
 from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
 from virnucpro.models.esm2 import ESM2, mean_pool_residues
+from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES, as_precision
 from virnucpro.tokenize.protein import ProteinTokenizer
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,14 @@ def random_fairesm(shape, device):
     return model.eval(), model.alphabet
 
 
-def ours_from_fairesm(fair, shape, device, budget_fuse: bool = True) -> ESM2:
+def ours_from_fairesm(fair, shape, device, budget_fuse: bool = True,
+                      precision=PRECISION_MODES[DEFAULT_PRECISION].esm) -> ESM2:
     layers, dim, heads = shape
     with torch.device("meta"):
         model = ESM2(layers, dim, heads)
     state = {k: v for k, v in fair.state_dict().items() if not k.startswith(("lm_head", "contact_head"))}
     model.load_state_dict(state, strict=False, assign=True)
-    model = model.to(device=device, dtype=torch.bfloat16).eval()
+    model = model.to(device=device).set_precision(as_precision(precision)).eval()
     model.set_attention(device)
     model.fuse_elementwise(budget_fuse)
     return model
@@ -107,8 +109,9 @@ def esm_suite(shape, model_name, workloads, wanted, args, device) -> list[Measur
     return results
 
 
-def random_dnabert(device, dtype, tokenizer_dir: str | None):
-    """Real-size DNABERT-S (12 x 768, 12 heads, 3072) with random weights, written in the real folder format."""
+def random_dnabert(device, precision, tokenizer_dir: str | None, fuse: bool = True):
+    """Real-size DNABERT-S (12 x 768, 12 heads, 3072) with random weights, written in the real folder format;
+    `precision` (a Precision or a dtype) as load_dnabert takes it."""
     from virnucpro.models.dnabert import load_dnabert
     from virnucpro.testing.dnabert_checkpoint import write_tiny_dnabert
 
@@ -116,8 +119,8 @@ def random_dnabert(device, dtype, tokenizer_dir: str | None):
     tokenizer_json = Path(tokenizer_dir) / "tokenizer.json" if tokenizer_dir else None
     write_tiny_dnabert(folder, layers=12, hidden=768, heads=12, intermediate=3072, seed=0,
                        tokenizer_json=tokenizer_json)
-    model = load_dnabert(folder, device, dtype)
-    model.fuse_elementwise(dtype != torch.float32 and device.type == "cuda")
+    model = load_dnabert(folder, device, precision)
+    model.fuse_elementwise(fuse and device.type == "cuda")
     return model, folder
 
 
@@ -125,7 +128,7 @@ def dnabert_suite(args, device) -> list[Measurement]:
     from virnucpro.models.dnabert import mean_pool_all_tokens
     from virnucpro.tokenize.dna import DnaTokenizer
 
-    ours, folder = random_dnabert(device, torch.bfloat16, args.dnabert_tokenizer)
+    ours, folder = random_dnabert(device, PRECISION_MODES[DEFAULT_PRECISION].dnabert, args.dnabert_tokenizer)
     tokenizer = DnaTokenizer(folder)
     flops = 12 * (2 * (4 * 768 * 768 + 3 * 768 * 3072))  # QKV+out, gated (2x3072) and wo GEMMs, per token
     results = []
@@ -138,7 +141,7 @@ def dnabert_suite(args, device) -> list[Measurement]:
             peers.packed(ours, mean_pool_all_tokens, peers.prepack(encoded, budget), device)
 
         results.append(_dna_measure("ours", workload_name, encoded, run_ours, device, flops))
-    reference, _ = random_dnabert(device, torch.float32, args.dnabert_tokenizer)
+    reference, _ = random_dnabert(device, torch.float32, args.dnabert_tokenizer, fuse=False)
     reference.set_attention(device, "sdpa")
     encoded = tokenizer.encode_batch(WORKLOADS["chunks500"].nucleotides(args.published_sequences))
 

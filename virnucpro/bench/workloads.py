@@ -36,6 +36,9 @@ WORKLOADS = {
     "chunks500": Workload("chunks500", 166, 166),
     # mixed 100-500 bp reads: 33 to 166 residues
     "mixed": Workload("mixed", 33, 166),
+    # Illumina reads, one chunk each: 150 bp -> frames of 49-50 residues, 250 bp -> 82-83
+    "reads150": Workload("reads150", 49, 50),
+    "reads250": Workload("reads250", 82, 83),
 }
 
 

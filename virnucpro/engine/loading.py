@@ -13,6 +13,7 @@ from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.dnabert import load_dnabert
 from virnucpro.models.esm2 import load_esm2
+from virnucpro.models.precision import CPU_NUMERICS, PRECISION_MODES, Numerics
 from virnucpro.tokenize.dna import DnaTokenizer
 from virnucpro.tokenize.protein import ProteinTokenizer
 
@@ -30,7 +31,7 @@ _CPU_BUDGET = 4096
 @dataclass
 class LoadedModels:
     device: torch.device
-    dtype: torch.dtype
+    numerics: Numerics
     esm: torch.nn.Module
     dnabert: torch.nn.Module
     classifier: torch.nn.Module
@@ -49,12 +50,11 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "fp32" or device.type != "cuda":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    raise ModelError(precision, "precision must be bf16 or fp32")
+def resolve_numerics(mode: str, device: torch.device) -> Numerics:
+    """What `--precision mode` computes in on this device (always fp32 on the CPU, where half GEMMs are slow)."""
+    if mode not in PRECISION_MODES:
+        raise ModelError(mode, f"precision must be one of {', '.join(PRECISION_MODES)}")
+    return PRECISION_MODES[mode] if device.type == "cuda" else CPU_NUMERICS
 
 
 def resolve_paths(models: ModelPaths, env: EnvConfig, chunk_length: int) -> ModelPaths:
@@ -89,10 +89,11 @@ def file_identity(path: str | Path) -> dict:
 
 def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_length: int) -> LoadedModels:
     device = resolve_device(engine.device)
-    dtype = resolve_dtype(engine.precision, device)
+    numerics = resolve_numerics(engine.precision, device)
+    numerics.apply_global_settings()
     paths = resolve_paths(models, env, chunk_length)
-    esm = load_esm2(paths.esm, device, dtype, attention=engine.attention)
-    dnabert = load_dnabert(paths.dnabert, device, dtype, attention=engine.attention)
+    esm = load_esm2(paths.esm, device, numerics.esm, attention=engine.attention)
+    dnabert = load_dnabert(paths.dnabert, device, numerics.dnabert, attention=engine.attention)
     features = dnabert.hidden_size + esm.embed_dim
     classifier = load_classifier(paths.classifier, device, expected_input_dim=features)
     fuse = engine.fuse and device.type == "cuda" and not engine.compile
@@ -107,10 +108,11 @@ def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_
         "esm": {**file_identity(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
         "dnabert": {**file_identity(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
         "classifier": file_identity(paths.classifier),
-        "precision": str(dtype).replace("torch.", ""),
+        "precision": numerics.describe(),
+        "attention": {"esm": esm.attention_backend, "dnabert": dnabert.attention_backend},
     }
     log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; token budgets %d (ESM) %d (DNABERT)",
              device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
              dnabert.hidden_size, *budgets)
-    return LoadedModels(device, dtype, esm, dnabert, classifier, DnaTokenizer(paths.dnabert), ProteinTokenizer(),
-                        identity, budgets)
+    return LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
+                        ProteinTokenizer(), identity, budgets)
