@@ -65,7 +65,6 @@ def test_pack_concatenates_with_cu_seqlens():
     assert batch.cu_seqlens.dtype == torch.int32
     assert batch.cu_seqlens.tolist() == [0, 3, 5, 10]
     assert batch.max_len == 5
-    assert batch.order.tolist() == [0, 1, 2]
 
 
 def test_pack_single_and_empty():

@@ -28,11 +28,6 @@ class PackedBatch:
     input_ids: torch.Tensor  # int64 [total_tokens]
     cu_seqlens: torch.Tensor  # int32 [n + 1], starts at 0
     max_len: int
-    order: np.ndarray  # for each packed sequence, its index in the list given to pack()
-
-    @property
-    def num_sequences(self) -> int:
-        return len(self.order)
 
 
 def plan_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
@@ -69,8 +64,7 @@ def pack(arrays: Sequence[np.ndarray]) -> PackedBatch:
     cu_seqlens = np.zeros(len(arrays) + 1, dtype=np.int32)
     np.cumsum(lengths, out=cu_seqlens[1:])
     input_ids = torch.from_numpy(np.concatenate(arrays).astype(np.int64, copy=False))
-    return PackedBatch(input_ids=input_ids, cu_seqlens=torch.from_numpy(cu_seqlens),
-                       max_len=int(lengths.max()), order=np.arange(len(arrays)))
+    return PackedBatch(input_ids=input_ids, cu_seqlens=torch.from_numpy(cu_seqlens), max_len=int(lengths.max()))
 
 
 def packing_efficiency(batches: Sequence[Sequence[int]], lengths: Sequence[int], token_budget: int) -> float:
