@@ -65,11 +65,3 @@ def pack(arrays: Sequence[np.ndarray]) -> PackedBatch:
     np.cumsum(lengths, out=cu_seqlens[1:])
     input_ids = torch.from_numpy(np.concatenate(arrays).astype(np.int64, copy=False))
     return PackedBatch(input_ids=input_ids, cu_seqlens=torch.from_numpy(cu_seqlens), max_len=int(lengths.max()))
-
-
-def packing_efficiency(batches: Sequence[Sequence[int]], lengths: Sequence[int], token_budget: int) -> float:
-    """Real tokens / token capacity of the planned batches (an oversized sequence's batch counts as full)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    used = [int(lengths[list(members)].sum()) for members in batches if len(members)]
-    capacity = sum(max(token_budget, tokens) for tokens in used)
-    return sum(used) / capacity if capacity else 1.0
