@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from virnucpro.bench import fidelity, peers  # noqa: E402
-from virnucpro.bench.suites import random_dnabert, random_fairesm  # noqa: E402
+from virnucpro.bench.models import random_dnabert, random_fairesm  # noqa: E402
 from virnucpro.bench.timing import timed  # noqa: E402
 from virnucpro.bench.workloads import ESM_SHAPES, WORKLOADS  # noqa: E402
 from virnucpro.config import EnvConfig  # noqa: E402

@@ -27,11 +27,12 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=os.environ.get("VIRNUCPRO_DNABERT_TOKENIZER"))
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
-    from virnucpro.bench.pipeline import random_loaded_models, stop_free_reads
+    from virnucpro.bench.models import random_loaded_models
+    from virnucpro.bench.workloads import stop_free_reads
     from virnucpro.config import EngineConfig, EnvConfig
     from virnucpro.engine.loading import ESM_TOKEN_BUDGET
     from virnucpro.engine.scorer import Scorer
-    from virnucpro.engine.source import FrameSource, build_index
+    from virnucpro.io.prep_files import FrameSource, build_index
     from virnucpro.prep.pipeline import run_prep
 
     marks = {"imports": time.perf_counter() - STARTED}

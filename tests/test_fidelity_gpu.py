@@ -29,8 +29,8 @@ NEAR_BOUNDARY = 0.1  # of the median |virus - others| logit margin
 
 
 def _frames(tmp_path: Path, reads: int):
-    from virnucpro.bench.pipeline import stop_free_reads
-    from virnucpro.engine.source import FrameSource, build_index
+    from virnucpro.bench.workloads import stop_free_reads
+    from virnucpro.io.prep_files import FrameSource, build_index
     from virnucpro.prep.pipeline import run_prep
 
     stop_free_reads(tmp_path / "reads.fasta", reads, seed=3)
@@ -73,8 +73,7 @@ def _calibrated_classifier(features: torch.Tensor):
 @pytest.mark.gpu
 @requires_cuda
 def test_bf16_engine_calls_match_the_fp32_reference(tmp_path):
-    from virnucpro.bench.pipeline import warm_up
-    from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
+    from virnucpro.bench.models import ours_from_fairesm, random_dnabert, random_fairesm, warm_up
     from virnucpro.bench.workloads import ESM_SHAPES
     from virnucpro.config import EngineConfig, EnvConfig
     from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET, LoadedModels

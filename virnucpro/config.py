@@ -36,12 +36,11 @@ class EnvConfig:
     no_progress: bool = False
     # where already-downloaded weights may live (torch hub, Hugging Face cache) and download mirrors
     store_environ: dict = field(default_factory=dict)
-    # checkpoint cadence and shard size (tuning), and the reliability tests' kill hook
+    # checkpoint cadence and shard size (tuning)
     part_frames: int = 16384
     part_seconds: float = 120.0
     block_frames: int = 4096
     shard_tokens: int = 20_000_000
-    test_kill_at: str | None = None
 
     @classmethod
     def from_environ(cls, env=None) -> "EnvConfig":
@@ -64,7 +63,6 @@ class EnvConfig:
             part_seconds=float(env.get("VIRNUCPRO_PART_SECONDS") or cls.part_seconds),
             block_frames=_env_int(env, "VIRNUCPRO_BLOCK_FRAMES", cls.block_frames),
             shard_tokens=_env_int(env, "VIRNUCPRO_SHARD_TOKENS", cls.shard_tokens),
-            test_kill_at=env.get("VIRNUCPRO_TEST_KILL_AT") or None,
         )
 
 

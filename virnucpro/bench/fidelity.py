@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from virnucpro.bench.pipeline import stop_free_reads
-from virnucpro.engine.source import FrameSource, build_index
+from virnucpro.bench.workloads import stop_free_reads
+from virnucpro.io.prep_files import FrameSource, build_index
 from virnucpro.models.classifier import MLPClassifier, score
 from virnucpro.models.precision import PRECISION_MODES, Numerics, custom_precision
 from virnucpro.tokenize.protein import ProteinTokenizer
@@ -173,7 +173,7 @@ CANDIDATES = {v.name: v for v in (
 
 def build_models(variant: Numerics, fair, dnabert_folder, classifier, device, fuse: bool = True):
     """LoadedModels of one variant: our ESM-2 from fair-esm's weights, DNABERT-S from its folder."""
-    from virnucpro.bench.suites import ours_from_fairesm
+    from virnucpro.bench.models import ours_from_fairesm
     from virnucpro.bench.workloads import ESM_SHAPES
     from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET, LoadedModels
     from virnucpro.models.dnabert import load_dnabert

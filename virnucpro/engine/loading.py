@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
+from virnucpro.config import EngineConfig, ModelPaths
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.dnabert import load_dnabert
@@ -57,15 +56,6 @@ def resolve_numerics(mode: str, device: torch.device) -> Numerics:
     return PRECISION_MODES[mode] if device.type == "cuda" else CPU_NUMERICS
 
 
-def resolve_paths(models: ModelPaths, env: EnvConfig, chunk_length: int) -> ModelPaths:
-    """Names ("3B", missing classifier...) become files in the model store; explicit paths pass through."""
-    from virnucpro.store.catalog import StoreLocations
-    from virnucpro.store.resolve import resolve_model_paths
-
-    locations = StoreLocations.from_environ(env.models_dir, env=env.store_environ)
-    return resolve_model_paths(models, env.models_dir, chunk_length=chunk_length, locations=locations)
-
-
 def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, preferred: int) -> int:
     """Tokens per packed batch: `preferred` unless the GPU's memory is too small for it.
 
@@ -81,17 +71,11 @@ def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, pre
     return max(2048, min(preferred, fits))
 
 
-def file_identity(path: str | Path) -> dict:
-    path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return {"path": str(path.resolve()), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_length: int) -> LoadedModels:
+def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
+    """`paths` are files (the run layer resolves model names in the store before it asks for a scorer)."""
     device = resolve_device(engine.device)
     numerics = resolve_numerics(engine.precision, device)
     numerics.apply_global_settings()
-    paths = resolve_paths(models, env, chunk_length)
     esm = load_esm2(paths.esm, device, numerics.esm, attention=engine.attention)
     dnabert = load_dnabert(paths.dnabert, device, numerics.dnabert, attention=engine.attention)
     features = dnabert.hidden_size + esm.embed_dim
@@ -105,9 +89,9 @@ def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_
     budgets = (token_budget(engine, device, esm.embed_dim, ESM_TOKEN_BUDGET),
                token_budget(engine, device, dnabert.hidden_size, DNABERT_TOKEN_BUDGET))
     identity = {
-        "esm": {**file_identity(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
-        "dnabert": {**file_identity(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
-        "classifier": file_identity(paths.classifier),
+        "esm": {"path": str(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
+        "dnabert": {"path": str(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
+        "classifier": {"path": str(paths.classifier)},
         "precision": numerics.describe(),
         "attention": {"esm": esm.attention_backend, "dnabert": dnabert.attention_backend},
     }

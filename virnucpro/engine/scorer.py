@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
 from virnucpro.engine.batches import Block, BlockPlan, PackedGroup, TokenizedBlocks
 from virnucpro.engine.loading import LoadedModels, load_models
-from virnucpro.engine.source import FrameSource
+from virnucpro.io.prep_files import FrameSource
 from virnucpro.models.classifier import score as classifier_score
 from virnucpro.models.dnabert import mean_pool_all_tokens
 from virnucpro.models.esm2 import mean_pool_residues
@@ -84,9 +84,9 @@ class Scorer:
         self.stats = EngineStats()
 
     @classmethod
-    def load(cls, models: ModelPaths, engine: EngineConfig, env: EnvConfig, *, chunk_length: int) -> "Scorer":
-        """chunk_length picks the published classifier (300_model.pth / 500_model.pth) when none is named."""
-        return cls(load_models(models, engine, env, chunk_length), engine, env)
+    def load(cls, files: ModelPaths, engine: EngineConfig, env: EnvConfig) -> "Scorer":
+        """Load the three model files (already resolved: see run.models) onto engine.device."""
+        return cls(load_models(files, engine), engine, env)
 
     def score_range(self, source: FrameSource, start: int, stop: int, *, keep_embeddings: bool = False,
                     block_frames: int = 4096, grid_start: int | None = None) -> Iterator[ScoredBlock]:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from virnucpro.errors import ModelError
 from virnucpro.models import attention as varlen_attention
 from virnucpro.models.precision import FP32, Precision, as_precision
+from virnucpro.models.torch_files import load_torch_file
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -252,10 +253,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path)
     except Exception as error:
         raise ModelError(path, f"unreadable weights: {error}") from error
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):

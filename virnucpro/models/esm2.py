@@ -12,15 +12,13 @@ A fused QKV projection was measured on an H100 (3B shape, bf16, varlen attention
 so the three projections stay separate.
 
 Checkpoints: fair-esm `.pt` files ({"model": state dict, "cfg": {"model": Namespace}} or older {"args": ...}),
-read with weights_only=True and mmap; or `.safetensors` with the same (stripped) names and the shape under the
+read through models.torch_files (weights_only, mmap); or `.safetensors` with the same (stripped) names and the shape under the
 header metadata key "virnucpro" as JSON: {"model": "esm2", "num_layers", "embed_dim", "attention_heads",
 "token_dropout"} (see `safetensors_metadata`).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import logging
 import re
@@ -35,12 +33,12 @@ from virnucpro.errors import ModelError
 from virnucpro.models import attention as attention_backends
 from virnucpro.models.attention import sequence_of_token
 from virnucpro.models.precision import FP32, Precision, as_precision
+from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file
 
 log = logging.getLogger(__name__)
 
 MASK_RATIO_TRAIN = 0.15 * 0.8  # fair-esm's token-dropout constant
 MASK_ID = 32  # <mask> in the ESM-1b alphabet (tokenize/protein.py)
-ESM2_FILES = {"650M": "esm2_t33_650M_UR50D.pt", "3B": "esm2_t36_3B_UR50D.pt", "15B": "esm2_t48_15B_UR50D.pt"}
 SAFETENSORS_KEY = "virnucpro"
 _PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
 _IGNORED_PREFIXES = ("lm_head.", "contact_head.")
@@ -237,14 +235,6 @@ class Esm2Shape:
     token_dropout: bool = True
 
 
-def resolve_esm2_path(name_or_path: str | Path, models_dir: str | Path | None = None) -> Path:
-    """"650M" / "3B" / "15B" -> the fair-esm file name inside models_dir; anything else is a path."""
-    name = str(name_or_path)
-    if name in ESM2_FILES:
-        return Path(models_dir or ".") / ESM2_FILES[name]
-    return Path(name)
-
-
 def strip_prefixes(state_dict: dict) -> dict:
     """fair-esm's upgrade_state_dict: drop the leading 'encoder.sentence_encoder.' or 'encoder.'."""
     return {_PREFIX.sub("", name): tensor for name, tensor in state_dict.items()}
@@ -266,18 +256,9 @@ def _shape_from_namespace(path: Path, data: dict) -> Esm2Shape:
     return Esm2Shape(**values, token_dropout=bool(getattr(ns, "token_dropout", True)))
 
 
-def allow_namespace():
-    """Context in which weights_only torch.load accepts argparse.Namespace (fair-esm's cfg) and nothing else new."""
-    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5
-        return torch.serialization.safe_globals([argparse.Namespace])
-    torch.serialization.add_safe_globals([argparse.Namespace])  # torch 2.4: process-wide, same effect
-    return contextlib.nullcontext()
-
-
 def _read_pt(path: Path) -> tuple[dict, Esm2Shape]:
     try:
-        with allow_namespace():
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = load_torch_file(path, FAIR_ESM_GLOBALS)
     except Exception as error:  # torch raises many types (pickle, zip, runtime) for a non-checkpoint file
         raise ModelError(path, f"not a readable fair-esm checkpoint: {type(error).__name__}: "
                                f"{str(error).splitlines()[0] if str(error) else ''}") from error
@@ -362,10 +343,10 @@ def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | s
 
 
 def load_esm2(path: str | Path, device: torch.device | str = "cpu", precision: Precision | torch.dtype = FP32,
-              attention: str = "auto", models_dir: str | Path | None = None) -> ESM2:
+              attention: str = "auto") -> ESM2:
     """Packed ESM-2 with the checkpoint's weights, on `device` in `precision` (a dtype means: GEMMs and
     attention in it, residual stream fp32), eval mode."""
-    path = resolve_esm2_path(path, models_dir)
+    path = Path(path)
     state, shape = read_esm2_checkpoint(path)
     model = esm2_from_state_dict(state, shape, device, precision, attention, source=path)
     log.info("ESM-2 %s: %d layers x %d, %d heads, %s on %s, attention %s", path.name, shape.num_layers,

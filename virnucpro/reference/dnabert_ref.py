@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from virnucpro.models.torch_files import load_torch_file
+
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / "model.safetensors").is_file():
@@ -23,7 +25,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
         raw = load_file(str(folder / "model.safetensors"))
     else:
-        raw = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        raw = load_torch_file(folder / "pytorch_model.bin")
     return {key.removeprefix("bert."): tensor.to(torch.float32) for key, tensor in raw.items()}
 
 

@@ -1,9 +1,12 @@
-"""`virnucpro predict`: prepare, score on every visible GPU (or the CPU), aggregate — resumable in one run dir."""
+"""Options shared by several commands, and the configuration objects built from them.
+
+Every command builds what the layers below take (PredictConfig, ModelPaths, EngineConfig, RunOptions) here, from
+its parsed arguments and the EnvConfig that `cli.main` read once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
@@ -14,12 +17,11 @@ from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES
 PRECISION_HELP = ("numerics on the GPU (always fp32 on the CPU): fp16 (default; 99.81%% of calls identical to fp32, "
                   "full speed), bf16 (98.9%%, ~5%% faster), accurate (fp16 ESM-2, fp32 DNABERT-S: 99.88%%, ~80%% "
                   "speed), fp32 (the exact reference: 99.98%%, only exact ties differ; ~9%% speed)")
-
-log = logging.getLogger(__name__)
+from virnucpro.run.options import RunOptions, ignore_event
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `predict`, `submit` and `bench`: which models, how to run them."""
+    """Options shared by `predict` and `submit`: which models, how to run them."""
     group = parser.add_argument_group("models and engine")
     group.add_argument("--chunk-length", type=int, choices=(300, 500), default=500,
                        help="chunk size in bp; picks the matching published classifier (default 500)")
@@ -48,32 +50,16 @@ def engine_config_from_args(args) -> EngineConfig:
                         attention=args.attention)
 
 
-def predict_config_from_args(args) -> PredictConfig:
+def predict_config_from_args(args, gpus: int | None = None) -> PredictConfig:
+    """From `add_model_options` plus input, -o, --save-embeddings, --force-restart (and --gpus unless given)."""
     return PredictConfig(
         input=Path(args.input), outdir=Path(args.output), chunk_length=args.chunk_length,
         models=model_paths_from_args(args), engine=engine_config_from_args(args),
-        save_embeddings=args.save_embeddings, gpus=args.gpus, force_restart=args.force_restart,
+        save_embeddings=args.save_embeddings, gpus=args.gpus if gpus is None else gpus,
+        force_restart=args.force_restart,
     )
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="identify viral sequences in a FASTA/FASTQ file",
-                                   description=__doc__)
-    parser.add_argument("input", help="FASTA or FASTQ, plain or gzip")
-    parser.add_argument("-o", "--output", required=True, help="run directory (created; resumed if it exists)")
-    add_model_options(parser)
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (default 0 = every visible GPU)")
-    parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
-    parser.add_argument("--force-restart", action="store_true",
-                        help="discard the run directory's shards instead of refusing a mismatched resume")
-    parser.set_defaults(handler=run_predict)
-
-
-def run_predict(args, env: EnvConfig) -> int:
-    from virnucpro.run import predict_run
-
-    cfg = predict_config_from_args(args)
-    report = predict_run(cfg, env)
-    log.info("done: %s", report)
-    print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv)")
-    return 0
+def run_options(args, env: EnvConfig) -> RunOptions:
+    """Checkpoint cadence and shard size from the environment; the event hook `cli.main` was given, if any."""
+    return RunOptions.from_env(env, on_event=getattr(args, "on_event", None) or ignore_event)
