@@ -82,6 +82,7 @@ class EngineConfig:
     compile: bool = False  # torch.compile the whole models
     fuse: bool = True  # on CUDA, torch.compile only the elementwise work around the GEMMs (measured +25% on 3B)
     attention: str = "auto"  # auto | varlen | flash | flex | padded | sdpa
+    compile_cache: str | None = None  # folder for compiled kernels shared by a run's tasks (None: torch's default)
 
 
 @dataclass(frozen=True)

@@ -98,13 +98,13 @@ def calibrated_classifier(features: torch.Tensor, seed: int) -> MLPClassifier:
     return classifier
 
 
-def engine_features(models, source: FrameSource, env) -> torch.Tensor:
-    """[n, 768 + 2560] fp32 features exactly as the engine hands them to the classifier."""
+def engine_features(models, source: FrameSource, env, stop: int | None = None) -> torch.Tensor:
+    """[n, 768 + 2560] fp32 features of frames [0, stop) exactly as the engine hands them to the classifier."""
     from virnucpro.config import EngineConfig
     from virnucpro.engine.scorer import Scorer
 
     scorer = Scorer(models, EngineConfig(device=str(models.device)), env)
-    blocks = list(scorer.score_range(source, 0, len(source), keep_embeddings=True))
+    blocks = list(scorer.score_range(source, 0, len(source) if stop is None else stop, keep_embeddings=True))
     rows = np.concatenate([np.concatenate([b.dna, b.protein], 1) for b in blocks])
     return torch.from_numpy(rows).to(models.device)
 

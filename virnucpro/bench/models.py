@@ -132,3 +132,26 @@ def stand_in_model_files(folder: Path) -> ModelPaths:
         path.write_text(f"{role}: random weights, built in memory by virnucpro bench\n")
         paths[role] = str(path)
     return ModelPaths(**paths)
+
+
+def write_random_checkpoints(folder: Path, device, tokenizer_dir: str | None) -> ModelPaths:
+    """Model files in the real formats with random weights of the real shapes, so a benchmarked `predict` loads
+    them as it loads the real ones: the fair-esm ESM-2 3B .pt with fp16 weights (as the released file stores
+    them), a DNABERT-S folder (the real tokenizer when given) and a published-style pickled classifier."""
+    from virnucpro.testing.classifier_checkpoint import write_tiny_classifier
+    from virnucpro.testing.dnabert_checkpoint import write_tiny_dnabert
+    from virnucpro.testing.esm2_checkpoint import save_fair_esm_checkpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    layers, dim, heads = ESM_SHAPES["3B"]
+    fair, _ = random_fairesm(ESM_SHAPES["3B"], device)
+    state = {k: (v if k.endswith("inv_freq") else v.half()).cpu() for k, v in fair.state_dict().items()}
+    del fair
+    esm = save_fair_esm_checkpoint(folder / "esm2_t36_3B_random.pt", state, layers, dim, heads)
+    del state
+    tokenizer_json = Path(tokenizer_dir) / "tokenizer.json" if tokenizer_dir else None
+    dnabert = write_tiny_dnabert(folder / "dnabert-s-random", layers=12, hidden=768, heads=12, intermediate=3072,
+                                 seed=0, tokenizer_json=tokenizer_json)
+    classifier = write_tiny_classifier(folder / "300_model_random.pth", input_dim=768 + dim, hidden_dim=512, seed=0,
+                                       form="pickle")
+    return ModelPaths(esm=str(esm), dnabert=str(dnabert), classifier=str(classifier))

@@ -24,7 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--dnabert", action="store_true", help="also benchmark DNABERT-S")
     parser.add_argument("--dnabert-tokenizer", default=None, help="folder with the real tokenizer.json")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole predict path")
-    parser.add_argument("--pipeline-reads", type=int, default=16384, help="500 bp reads for --pipeline")
+    parser.add_argument("--pipeline-reads", type=int, default=32768, help="reads for --pipeline")
+    parser.add_argument("--pipeline-workload", choices=("reads150", "reads250", "chunks500"), default="reads150",
+                        help="read length of --pipeline (150/250 bp reads: 300 bp chunks; chunks500: 500 bp reads)")
     parser.add_argument("--scaling", default="", help="whole predict on these GPU counts, e.g. 1,2,4")
     parser.add_argument("--scaling-reads", type=int, default=32768, help="500 bp reads for --scaling")
     parser.add_argument("--json", default=None, help="write all measurements to this JSON file")

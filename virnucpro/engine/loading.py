@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from virnucpro.config import EngineConfig, ModelPaths
+from virnucpro.engine.determinism import make_deterministic, use_compile_cache
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.dnabert import load_dnabert
 from virnucpro.models.esm2 import load_esm2
-from virnucpro.models.precision import CPU_NUMERICS, PRECISION_MODES, Numerics
+from virnucpro.models.precision import CPU_NUMERICS, FP32, PRECISION_MODES, Numerics
 from virnucpro.tokenize.dna import DnaTokenizer
 from virnucpro.tokenize.protein import ProteinTokenizer
 
@@ -74,6 +76,9 @@ def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, pre
 def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
     """`paths` are files (the run layer resolves model names in the store before it asks for a scorer)."""
     device = resolve_device(engine.device)
+    make_deterministic(device)
+    if device.type == "cuda":
+        use_compile_cache(engine.compile_cache)
     numerics = resolve_numerics(engine.precision, device)
     numerics.apply_global_settings()
     esm = load_esm2(paths.esm, device, numerics.esm, attention=engine.attention)
@@ -93,10 +98,37 @@ def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
         "dnabert": {"path": str(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
         "classifier": {"path": str(paths.classifier)},
         "precision": numerics.describe(),
-        "attention": {"esm": esm.attention_backend, "dnabert": dnabert.attention_backend},
+        "numerics": engine_numerics(numerics, device, esm, dnabert, budgets),
     }
     log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; token budgets %d (ESM) %d (DNABERT)",
              device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
              dnabert.hidden_size, *budgets)
     return LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
                         ProteinTokenizer(), identity, budgets)
+
+
+def fp32_fallback(models: LoadedModels) -> LoadedModels | None:
+    """fp32 copies of both encoders for the engine's non-finite guard; None when they already compute in fp32.
+
+    Copies, not casts in place: the half-precision models keep serving every other block, and the copies cost
+    memory only in a run that needed them."""
+    if models.numerics.esm == FP32 and models.numerics.dnabert == FP32:
+        return None
+    copies = []
+    for model in (models.esm, models.dnabert):
+        duplicate = copy.deepcopy(model)
+        duplicate.fuse_elementwise(False)
+        duplicate.set_precision(FP32)
+        duplicate.set_attention(models.device)
+        copies.append(duplicate)
+    log.warning("built fp32 copies of ESM-2 and DNABERT-S for the non-finite guard")
+    return replace(models, numerics=PRECISION_MODES["fp32"], esm=copies[0], dnabert=copies[1])
+
+
+def engine_numerics(numerics: Numerics, device: torch.device, esm, dnabert, budgets: tuple[int, int]) -> dict:
+    """Everything that decides the last bits of a result: a resumed shard compares it with what scored its parts."""
+    return {"precision": numerics.describe(), "attention": {"esm": esm.attention_backend,
+                                                            "dnabert": dnabert.attention_backend},
+            "token_budgets": list(budgets), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "deterministic": torch.are_deterministic_algorithms_enabled()}

@@ -106,6 +106,7 @@ def manifest_config(rundir, device: str) -> PredictConfig:
     """The PredictConfig a shard process needs, rebuilt from the manifest (its resolved model files)."""
     identity = Manifest.load(RunDir(rundir).manifest).identity
     models = ModelPaths(**{role: entry["path"] for role, entry in identity.models.items()})
-    engine = EngineConfig(device=device, precision=identity.precision)
+    engine = EngineConfig(device=device, precision=identity.precision,
+                          compile_cache=str(RunDir(rundir).compile_cache))
     return PredictConfig(input=identity.input["path"], outdir=rundir, chunk_length=identity.chunk_length,
                          models=models, engine=engine, save_embeddings=identity.save_embeddings)

@@ -89,7 +89,7 @@ def run_shards(rundir, cfg: PredictConfig, env: EnvConfig, gpus: int | None = No
 def _load_scorer(run: RunDir, factory, engine: EngineConfig, device: str):
     telemetry = Telemetry(run.telemetry)
     with telemetry.stage("load_models", device=device):
-        scorer = factory(replace(engine, device=device))
+        scorer = factory(replace(engine, device=device, compile_cache=engine.compile_cache or str(run.compile_cache)))
     telemetry.event("scorer", device=device, identity=getattr(scorer, "identity", None))
     return scorer
 

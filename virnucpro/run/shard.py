@@ -19,6 +19,7 @@ import numpy as np
 from virnucpro.errors import RunStateError
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.manifest import Manifest
+from virnucpro.run.numerics import record_numerics
 from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import (PartData, PartRef, is_done, list_parts, part_problem, remove_temp_files,
                                  write_done, write_part)
@@ -195,6 +196,8 @@ def _run_pending(run, manifest, index, scorer, options, device, progress) -> Sha
     gaps = missing_ranges(start, stop, parts)
     telemetry.event("shard_start", shard=index, device=device, resumed=bool(parts or stale),
                     frames_missing=sum(b - a for a, b in gaps), stale_temp_files=stale)
+    if changed := record_numerics(shard_dir, (getattr(scorer, "identity", None) or {}).get("numerics"), bool(parts)):
+        telemetry.event("numerics_changed", shard=index, fields=changed)
     started = time.perf_counter()
     writer = PartWriter(shard_dir, options, _part_logger(telemetry, index, device, source, scorer))
     scored = 0

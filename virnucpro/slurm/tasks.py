@@ -44,7 +44,8 @@ class ShardTask(Checkpointable):
                  env.slurm_restart_count)
         cfg = manifest_config(Path(self.rundir), self.engine.device)
         device = select_devices(cfg.engine, 1)[0]
-        engine = replace(self.engine, device=device, precision=cfg.engine.precision)
+        engine = replace(self.engine, device=device, precision=cfg.engine.precision,
+                         compile_cache=self.engine.compile_cache or cfg.engine.compile_cache)
         scorer = (self.scorer_factory or ScorerFactory(cfg.models, env))(engine)
         result = run_shard(Path(self.rundir), self.index, scorer, options=RunOptions.from_env(env), device=device)
         return {"shard": self.index, "frames_scored": result.frames_scored, "skipped": result.skipped,
