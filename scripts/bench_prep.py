@@ -4,9 +4,9 @@ Generates a random FASTA (~50 Mbp by default: reads of ~500 bp, half of them wit
 frames are kept as in real coding sequence, a few ambiguity codes and lowercase stretches, plus a few long
 contigs), then times
   - virnucpro: run_prep(input -> three files), i.e. read + chunk + six-frame translate + select + write;
-  - published: the per-codon oracle of tests/test_prep.py (published_prep, strings already in memory, no file
-    I/O) on a subset of the reads, which flatters the published side; and virnucpro on the same subset in memory
-    (tests' fast_prep: chunk + translate + select + format the three files' text).
+  - published: the per-codon oracle of tests/test_prep.py (virnucpro.reference.published_prep, strings already in
+    memory, no file I/O) on a subset of the reads, which flatters the published side; and virnucpro on the same
+    subset in memory (iter_prepared: chunk + translate + select + format the three files' text).
 Prints Mbp/s for both and the ratio, for each of --repeat repetitions (same input) and their medians.
 
     python scripts/bench_prep.py [--mbp 50] [--published-mbp 2] [--chunk-length 500] [--repeat 1]
@@ -18,18 +18,13 @@ import argparse
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from test_prep import fast_prep, published_prep, random_sequence  # noqa: E402  (the oracle lives with its tests)
-
-from virnucpro.io.sequences import read_records  # noqa: E402
-from virnucpro.prep.pipeline import run_prep  # noqa: E402
+from virnucpro.io.sequences import Record, read_records
+from virnucpro.prep.pipeline import iter_prepared, run_prep
+from virnucpro.reference.published_prep import published_prep, random_sequence
 
 
 def pin_to_one_core() -> None:
@@ -72,6 +67,13 @@ def published_subset(path: Path, mbp: float) -> list[tuple[str, str]]:
     return records
 
 
+def virnucpro_in_memory(records: list[tuple[str, str]], chunk_length: int) -> tuple[str, str, str]:
+    """The three files' text, as published_prep returns it."""
+    batches = list(iter_prepared([Record(i, s, i) for i, s in records], chunk_length))
+    return tuple(b"".join(getattr(batch, part).tobytes() for batch in batches).decode("utf-8")
+                 for part in ("chunked", "nucleotides", "proteins"))
+
+
 def time_in_memory(prep, records: list[tuple[str, str]], chunk_length: int) -> tuple[float, float]:
     bases = sum(len(sequence) for _, sequence in records)
     began = time.perf_counter()
@@ -96,7 +98,7 @@ def main() -> None:
         for repetition in range(1, args.repeat + 1):
             fast_mbp, fast_seconds, frames = time_virnucpro(path, Path(workdir) / "out", args.chunk_length)
             slow_mbp, slow_seconds = time_in_memory(published_prep, subset, args.chunk_length)
-            same_mbp, same_seconds = time_in_memory(fast_prep, subset, args.chunk_length)
+            same_mbp, same_seconds = time_in_memory(virnucpro_in_memory, subset, args.chunk_length)
             fast_rate, slow_rate, same_rate = fast_mbp / fast_seconds, slow_mbp / slow_seconds, same_mbp / same_seconds
             rates["end to end"].append(fast_rate)
             rates["in memory"].append(same_rate)

@@ -13,7 +13,7 @@ import itertools
 import torch
 
 from virnucpro.bench import peers
-from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
+from virnucpro.bench.models import ours_from_fairesm, random_dnabert, random_fairesm
 from virnucpro.bench.timing import timed
 from virnucpro.bench.workloads import ESM_SHAPES, WORKLOADS
 

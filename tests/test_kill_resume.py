@@ -1,7 +1,8 @@
 """SIGKILL `predict` at many moments, resume each time, and compare with an uninterrupted run; disk full;
 refused resume with other models.
 
-Runs the real `python -m virnucpro predict` on CPU with tiny random-weight models in the real formats.
+Runs the real `virnucpro predict` on CPU with tiny random-weight models in the real formats (killed through
+tests/fault_runner.py, which hooks the run's event seam).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from virnucpro.outputs.results import read_prediction_results
 from virnucpro.run.rundir import EMBEDDINGS, HIGHEST_SCORE, PREDICTIONS, SUMMARY
 from virnucpro.run.status import is_complete, pending_shards
 
+FAULT_RUNNER = Path(__file__).resolve().parent / "fault_runner.py"
 # Small parts and shards so a 124-frame input gives 8 shards, ~32 parts and ~62 blocks to be killed in.
 KNOBS = {"VIRNUCPRO_NO_PROGRESS": "1", "VIRNUCPRO_PART_FRAMES": "4", "VIRNUCPRO_BLOCK_FRAMES": "2",
          "VIRNUCPRO_SHARD_TOKENS": "2000", "VIRNUCPRO_PART_SECONDS": "1000"}
@@ -41,16 +43,16 @@ class Runner:
 
     def argv(self, rundir: Path, models_tag: str = "a") -> list[str]:
         base = self.models / "a"  # models_tag only swaps the ESM-2 checkpoint
-        return [sys.executable, "-m", "virnucpro", "predict", str(self.input), "-o", str(rundir), "--device", "cpu",
+        return ["predict", str(self.input), "-o", str(rundir), "--device", "cpu",
                 "--save-embeddings", "--esm-model", str(self.models / models_tag / "esm2_t2_demo.pt"),
                 "--dnabert-model", str(base / "dnabert-s-demo"), "--classifier", str(base / "500_model_demo.pth")]
 
     def run(self, rundir: Path, kill: str | None = None, file_size_limit: int | None = None,
             models_tag: str = "a") -> subprocess.CompletedProcess:
-        env = {**os.environ, **KNOBS}
-        if kill:
-            env["VIRNUCPRO_TEST_KILL_AT"] = kill
-        return subprocess.run(self.argv(rundir, models_tag), env=env, capture_output=True, text=True, timeout=120,
+        """The real `python -m virnucpro predict`; with `kill`, through tests/fault_runner.py (SIGKILL at EVENT:N)."""
+        command = [sys.executable, str(FAULT_RUNNER), "--kill-at", kill, "--"] if kill else [sys.executable, "-m", "virnucpro"]
+        return subprocess.run(command + self.argv(rundir, models_tag), env={**os.environ, **KNOBS},
+                              capture_output=True, text=True, timeout=120,
                               preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
 
 

@@ -6,7 +6,7 @@ import torch
 
 from virnucpro.errors import InputError
 from virnucpro.outputs.consensus import chunk_maxima, highest_score, write_highest_score
-from virnucpro.outputs.embeddings import EmbeddingsWriter, read_embeddings_h5, write_embeddings_h5
+from virnucpro.outputs.embeddings import EmbeddingsWriter, read_embeddings_h5
 from virnucpro.outputs.results import read_prediction_results, write_prediction_results
 from virnucpro.outputs.summary import HEADER as SUMMARY_HEADER
 from virnucpro.outputs.summary import summarize, write_summary
@@ -163,7 +163,8 @@ def test_embeddings_round_trip(tmp_path):
     protein = rng.standard_normal((3, 40)).astype(np.float32)
     models = {"dnabert": "zhihan1996/DNABERT-S sha256:abc", "esm": "esm2_t36_3B_UR50D"}
     out = tmp_path / "embeddings.h5"
-    write_embeddings_h5(out, ids, dna, protein, models)
+    with EmbeddingsWriter(out, dna.shape[1], protein.shape[1], models) as writer:
+        writer.append(ids, dna, protein)
 
     back = read_embeddings_h5(out)
     assert back.ids == ids and back.models == models

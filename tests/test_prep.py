@@ -1,5 +1,5 @@
 """Prep must equal the published tool byte for byte: golden files, and a per-codon oracle written from the
-published rules (`published_prep` below, also used by scripts/bench_prep.py as the speed baseline)."""
+published rules (virnucpro.reference.published_prep, also scripts/bench_prep.py's speed baseline)."""
 
 from __future__ import annotations
 
@@ -10,112 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from virnucpro.io.prep_files import read_identified, write_identified
+from virnucpro.errors import InputError
+from virnucpro.io.prep_files import Frame, FrameSource, build_index
 from virnucpro.io.sequences import Record
-from virnucpro.prep.chunking import chunk_layout, chunk_range_layout, chunk_record, chunk_starts
-from virnucpro.prep.frames import Frame, identify_frames, identify_frames_batch
+from virnucpro.prep.chunking import chunk_id, chunk_layout, chunk_range_layout, chunk_starts
 from virnucpro.prep.pipeline import iter_prepared, run_prep
+from virnucpro.reference.published_prep import published_chunks, published_identify, published_prep, random_sequence
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = Path(__file__).resolve().parent / "data" / "golden" / "published"
-
-# ---------------------------------------------------------------------------------------------------------------
-# Oracle: the published per-codon implementation (units.py split_fasta_chunk / translate_dna / identify_seq),
-# on plain strings instead of Biopython records.
-
-PUBLISHED_CODON_TABLE = {
-    "TCA": "S", "TCC": "S", "TCG": "S", "TCT": "S", "TTC": "F", "TTT": "F", "TTA": "L", "TTG": "L",
-    "TAC": "Y", "TAT": "Y", "TAA": "*", "TAG": "*", "TGC": "C", "TGT": "C", "TGA": "*", "TGG": "W",
-    "CTA": "L", "CTC": "L", "CTG": "L", "CTT": "L", "CCA": "P", "CCC": "P", "CCG": "P", "CCT": "P",
-    "CAC": "H", "CAT": "H", "CAA": "Q", "CAG": "Q", "CGA": "R", "CGC": "R", "CGG": "R", "CGT": "R",
-    "ATA": "I", "ATC": "I", "ATT": "I", "ATG": "M", "ACA": "T", "ACC": "T", "ACG": "T", "ACT": "T",
-    "AAC": "N", "AAT": "N", "AAA": "K", "AAG": "K", "AGC": "S", "AGT": "S", "AGA": "R", "AGG": "R",
-    "GTA": "V", "GTC": "V", "GTG": "V", "GTT": "V", "GCA": "A", "GCC": "A", "GCG": "A", "GCT": "A",
-    "GAC": "D", "GAT": "D", "GAA": "E", "GAG": "E", "GGA": "G", "GGC": "G", "GGG": "G", "GGT": "G",
-}  # fmt: skip
-
-
-def published_chunks(record_id: str, sequence: str, chunk_size: int) -> list[tuple[str, str]]:
-    seq_length = len(sequence)
-    num_chunks = -(-seq_length // chunk_size)
-    total_chunk_length = num_chunks * chunk_size
-    repeat_length = total_chunk_length - seq_length
-    repeat_region = repeat_length / num_chunks
-    lower_int = int(repeat_region)
-    upper_int = lower_int + 1
-    low_up_numbers = [lower_int] * (num_chunks - 1)
-    need_to_add_up_nums = repeat_length - sum(low_up_numbers)
-    final_low_up_numbers = (
-        [upper_int] * need_to_add_up_nums + [lower_int] * (num_chunks - 1 - need_to_add_up_nums) + [0]
-    )
-    chunks, move_step = [], 0
-    for a, b in zip(range(0, seq_length, chunk_size), final_low_up_numbers):
-        chunk = sequence[a - move_step : a - move_step + chunk_size] if a > 1 else sequence[a : a + chunk_size]
-        chunks.append((f"{record_id}_chunk_{a // chunk_size + 1}", chunk))
-        move_step += b
-    return chunks
-
-
-def published_reverse_complement(sequence: str) -> str:
-    return sequence.translate(str.maketrans("ACGTacgt", "TGCAtgca"))[::-1]
-
-
-def published_translate(sequence: str) -> list[str]:
-    def frame(seq, start):
-        return "".join(PUBLISHED_CODON_TABLE.get(seq[i : i + 3], "") for i in range(start, len(seq) - 2, 3))
-
-    reverse = published_reverse_complement(sequence)
-    return [frame(sequence, f) for f in range(3)] + [frame(reverse, f) for f in range(3)]
-
-
-def published_identify(seqid: str, sequence: str) -> list[tuple[str, str, str]]:
-    kept = []
-    for num, protein in enumerate(published_translate(sequence), start=1):
-        if "*" in protein or protein == "":  # prediction.py drops empty proteins when writing
-            continue
-        seq_len = len(protein) * 3
-        if num <= 3:
-            kept.append((seqid + "F" + str(num), sequence[num - 1 : num + seq_len], protein))
-        else:
-            kept.append((seqid + "R" + str(num - 3), published_reverse_complement(sequence)[num - 3 - 1 : num - 3 + seq_len], protein))
-    return kept
-
-
-def published_prep(records: list[tuple[str, str]], chunk_size: int) -> tuple[str, str, str]:
-    """The three published files' text for (id, sequence) records (empty records have no chunks)."""
-    chunked, nucleotides, proteins = [], [], []
-    for record_id, sequence in records:
-        if not sequence:
-            continue
-        for chunk_id, chunk in published_chunks(record_id, sequence, chunk_size):
-            chunked.append(f">{chunk_id}\n" + "".join(chunk[i : i + 60] + "\n" for i in range(0, len(chunk), 60)))
-            for frame_id, nucleotide, protein in published_identify(chunk_id, chunk.upper()):
-                nucleotides.append(f">{frame_id}\n{nucleotide}\n")
-                proteins.append(f">{frame_id}\n{protein}\n")
-    return "".join(chunked), "".join(nucleotides), "".join(proteins)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def random_sequence(rng: random.Random, length: int) -> str:
-    """Mostly ACGT with lowercase runs, ambiguity codes and occasional stop-free stretches (so frames are kept)."""
-    bases = rng.choices("ACGT", k=length)
-    if rng.random() < 0.5:  # a stop-free reading frame somewhere
-        sense = [c for c, aa in PUBLISHED_CODON_TABLE.items() if aa != "*"]
-        orf = "".join(rng.choices(sense, k=length // 3 + 1))
-        offset = rng.randrange(3)
-        bases[offset:] = list(orf[: length - offset])
-        if rng.random() < 0.5:
-            bases = list(published_reverse_complement("".join(bases)))
-    for _ in range(rng.choice([0, 0, 1, 3, 10])):
-        if bases:
-            bases[rng.randrange(len(bases))] = rng.choice("NRYKMSWBDHVN-")
-    text = "".join(bases)
-    if rng.random() < 0.3 and text:
-        a, b = sorted(rng.sample(range(len(text) + 1), 2))
-        text = text[:a] + text[a:b].lower() + text[b:]
-    return text
 
 
 def fast_prep(records: list[tuple[str, str]], chunk_size: int, **batching) -> tuple[str, str, str]:
@@ -212,13 +115,18 @@ def test_small_batches_equal_one_batch(size):
         assert fast_prep(records, size, batch_bases=batch_bases) == whole
 
 
+def chunks_of(record_id: str, sequence: str, size: int) -> list[tuple[str, str]]:
+    """(id, sequence) of each chunk as virnucpro cuts it (chunk_starts, chunk_id)."""
+    starts = chunk_starts(len(sequence), size)
+    return [(chunk_id(record_id, number), sequence[start : start + size]) for number, start in enumerate(starts, 1)]
+
+
 @pytest.mark.parametrize("size", [300, 500])
 def test_chunk_starts_follow_published_arithmetic(size):
     # Every position holds a distinct character, so equal chunks mean equal start offsets.
     sequence = "".join(chr(0x4E00 + i) for i in range(4 * size + 2))
     for length in range(0, 4 * size + 2):
-        record = Record("x", sequence[:length], "")
-        assert [(c.id, c.seq) for c in chunk_record(record, size)] == (published_chunks("x", record.seq, size) if length else [])
+        assert chunks_of("x", sequence[:length], size) == (published_chunks("x", sequence[:length], size) if length else [])
     assert chunk_starts(1000, 300) == [0, 249, 498, 747]  # extra > n-1: every boundary gets the upper overlap
 
 
@@ -228,7 +136,7 @@ def test_chunk_starts_of_long_sequences_follow_published_arithmetic():
         for length in [rng.randint(2000, 200_000) for _ in range(40)] + [10**6, 10**6 + 1, 999_999]:
             sequence = "".join(chr(0x4E00 + i % 20000) for i in range(length))  # distinct within any chunk
             expected = published_chunks("x", sequence, size)
-            assert [(c.id, c.seq) for c in chunk_record(Record("x", sequence, ""), size)] == expected
+            assert chunks_of("x", sequence, size) == expected
 
 
 @pytest.mark.parametrize("size", [300, 500])
@@ -249,20 +157,11 @@ def test_vectorised_chunk_layout_equals_chunk_starts(size):
         assert piece.start.tolist() == starts[5:17] and piece.number.tolist() == list(range(6, 18))
 
 
-def test_chunk_record_keeps_case_and_ids():
-    chunks = chunk_record(Record("contig|49|pipe", "acgT" * 200, ""), 300)
-    assert [c.id for c in chunks] == ["contig|49|pipe_chunk_1", "contig|49|pipe_chunk_2", "contig|49|pipe_chunk_3"]
-    assert [(c.id, c.seq) for c in chunks] == published_chunks("contig|49|pipe", "acgT" * 200, 300)
-
-
-def test_identify_frames_single_chunk_equals_oracle_and_batch():
-    rng = random.Random(11)
-    chunks = [Record(f"k{i}", random_sequence(rng, rng.randint(0, 700))) for i in range(60)]
-    batch = identify_frames_batch(chunks)
-    for chunk, frames in zip(chunks, batch):
-        assert identify_frames(chunk) == frames
-        expected = [Frame(*item) for item in published_identify(chunk.id, chunk.seq.upper())]
-        assert frames == expected
+def test_chunks_keep_case_and_ids():
+    chunked, _, _ = fast_prep([("contig|49|pipe", "acgT" * 200)], 300)
+    assert [line for line in chunked.splitlines() if line.startswith(">")] == \
+        [">contig|49|pipe_chunk_1", ">contig|49|pipe_chunk_2", ">contig|49|pipe_chunk_3"]
+    assert chunked == published_prep([("contig|49|pipe", "acgT" * 200)], 300)[0]
 
 
 def test_single_chunks_equal_oracle():
@@ -288,23 +187,31 @@ def test_shortest_chunks_equal_oracle():
         assert fast_prep(records, size) == published_prep(records, size)
 
 
-def test_identified_files_round_trip(tmp_path):
-    frames = [Frame("a_chunk_1F1", "ACGTA", "T"), Frame("a_chunk_1R2", "GGGCC", "G")]
-    with open(tmp_path / "n.fa", "w") as nt, open(tmp_path / "p.faa", "w") as aa:
-        write_identified(nt, aa, frames)
-    assert list(read_identified(tmp_path / "n.fa", tmp_path / "p.faa")) == frames
+def test_prepared_frames_read_back_as_the_oracle_identifies_them(tmp_path):
+    """FrameSource (what the engine reads) over run_prep's files gives the published frames, in order, any range."""
+    rng = random.Random(13)
+    records = [(f"r{i}", random_sequence(rng, rng.randint(1, 1500))) for i in range(40)]
+    (tmp_path / "in.fasta").write_text("".join(f">{i}\n{s}\n" for i, s in records))
+    run_prep(tmp_path / "in.fasta", tmp_path, 500)
+    build_index(tmp_path)
+    source = FrameSource(tmp_path)
+    expected = [Frame(*kept) for record_id, sequence in records for chunk, piece in published_chunks(record_id, sequence, 500)
+                for kept in published_identify(chunk, piece.upper())]
+    assert len(source) == len(expected) > 20
+    assert source.read(0, len(source)) == expected
+    assert source.read(7, 19) == expected[7:19] and source.read(5, 5) == []
+    assert source.aa_lengths.tolist() == [len(frame.protein) for frame in expected]
 
 
-def test_read_identified_rejects_disagreeing_ids(tmp_path):
-    from virnucpro.errors import InputError
-
-    (tmp_path / "n.fa").write_text(">a\nACG\n>b\nACG\n")
-    (tmp_path / "p.faa").write_text(">a\nT\n>c\nT\n")
-    with pytest.raises(InputError, match="'c'"):
-        list(read_identified(tmp_path / "n.fa", tmp_path / "p.faa"))
-    (tmp_path / "p.faa").write_text(">a\nT\n")
-    with pytest.raises(InputError, match="more records"):
-        list(read_identified(tmp_path / "n.fa", tmp_path / "p.faa"))
+def test_frame_source_rejects_prepared_files_out_of_step(tmp_path):
+    (tmp_path / "identified_nucleotide.fasta").write_text(">a\nACG\n>b\nACG\n")
+    (tmp_path / "identified_protein.faa").write_text(">a\nT\n>c\nT\n")
+    build_index(tmp_path)
+    with pytest.raises(InputError, match="record 'b': prepared files out of step"):
+        FrameSource(tmp_path).read(0, 2)
+    (tmp_path / "identified_protein.faa").write_text(">a\nT\n")
+    with pytest.raises(InputError, match="prepared files disagree: 2 nucleotide vs 1 protein"):
+        build_index(tmp_path)
 
 
 def test_chunk_length_must_be_published(tmp_path, golden_prep):

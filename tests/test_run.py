@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from doubles import HashScorer, HashScorerFactory, fake_model_files, hash_vector
 from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
-from virnucpro.engine.source import FrameSource
 from virnucpro.errors import RunStateError
+from virnucpro.io.prep_files import FrameSource
 from virnucpro.outputs.results import read_prediction_results
 from virnucpro.run import aggregate, pending_shards, plan_run, plan_shards, run_shard, shard_status
 from virnucpro.run.multigpu import run_shards
 from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import list_parts
 from virnucpro.run.rundir import PREDICTIONS, RunDir
-from virnucpro.run.testing import HashScorer, HashScorerFactory, _vector, fake_model_files
 
 OPTIONS = RunOptions(part_frames=8, block_frames=4, shard_tokens=3000)
 
@@ -54,7 +54,7 @@ def check_predictions(rundir: Path) -> None:
     ids, scores, _labels = read_prediction_results(rundir / PREDICTIONS)
     assert ids == prepared_ids(rundir)
     assert len(set(ids)) == len(ids)
-    expected = np.array([_vector(i, "score", 1)[0] for i in ids], dtype=np.float32)
+    expected = np.array([hash_vector(i, "score", 1)[0] for i in ids], dtype=np.float32)
     np.testing.assert_allclose(scores[:, 1], expected, rtol=0, atol=1e-6)
 
 

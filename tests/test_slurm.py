@@ -17,20 +17,21 @@ from pathlib import Path
 
 import pytest
 
+from doubles import SlowScorerFactory
 from slurm_cluster import SlurmUnavailable, start_cluster, stop_cluster
 from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
 from virnucpro.run.manifest import Manifest
+from virnucpro.run.multigpu import ScorerFactory
 from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import list_parts
 from virnucpro.run.plan import plan_run
 from virnucpro.run.rundir import COMPLETE, HIGHEST_SCORE, PREDICTIONS, RunDir
 from virnucpro.run.status import pending_shards
 from virnucpro.run.telemetry import read_events
-from virnucpro.slurm.command import submit_pending
+from virnucpro.slurm.pending import submit_pending
 from virnucpro.slurm.profile import load_profile, with_overrides
 from virnucpro.slurm.status import job_states
 from virnucpro.slurm.submit import JobsFile, SlurmError, submit_shards
-from virnucpro.slurm.tasks import SlowScorer
 
 pytestmark = pytest.mark.slurm
 
@@ -73,7 +74,7 @@ def tiny_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_predict(tmp_path_factory, tiny_models) -> Path:
     """The oracle of an uninterrupted submission: `virnucpro predict` of the same input here, same run knobs
-    (in a process of its own: run options are read once per process, see default_options)."""
+    (in a process of its own: the environment is read once per process, by cli.main)."""
     outdir = tmp_path_factory.mktemp("local") / "run"
     virnucpro("predict", INPUT, "-o", outdir, *model_flags(tiny_models), env={**os.environ, **RUN_KNOBS})
     assert len(Manifest.load(RunDir(outdir).manifest).shards) >= 3, "the tests need several shards"
@@ -85,23 +86,23 @@ def local_predict_small_blocks(tmp_path_factory, tiny_models) -> Path:
     """The oracle of the interrupted runs: an uninterrupted local run on their scoring grid (SlowScorer: blocks of
     VIRNUCPRO_BLOCK_FRAMES from each shard start, so a resume at a part boundary stays on the grid). Packed-batch
     scores differ in the last float32 bit when blocks are cut elsewhere, so the grid must be the same."""
-    from virnucpro.run.multigpu import ScorerFactory
     from virnucpro.run.pipeline import predict_run
 
     outdir = tmp_path_factory.mktemp("local-small-blocks") / "run"
     env = EnvConfig.from_environ({**os.environ, **RUN_KNOBS})
     cfg = PredictConfig(input=INPUT, outdir=outdir, models=tiny_models, engine=EngineConfig(device="cpu"))
-    factory = ScorerFactory(tiny_models, env, cfg.chunk_length)
-    predict_run(cfg, env, scorer_factory=lambda engine: SlowScorer(factory(engine), 0.0),
+    predict_run(cfg, env, scorer_factory=SlowScorerFactory(ScorerFactory(tiny_models, env), 0.0),
                 options=RunOptions.from_env(env))
     return outdir
 
 
 @pytest.fixture
 def slurm_env(slurm_cluster, monkeypatch):
-    """Environment of the submitting process; sbatch exports it to the jobs."""
+    """Environment of the submitting process; sbatch exports it to the jobs (tests/ on PYTHONPATH: the jobs unpickle
+    the test doubles injected into their tasks)."""
     monkeypatch.setenv("SLURM_CONF", str(slurm_cluster.conf))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), str(REPO / "tests"),
+                                                                   os.environ.get("PYTHONPATH")])))
     for name, value in RUN_KNOBS.items():
         monkeypatch.setenv(name, value)
     return slurm_cluster
@@ -177,6 +178,11 @@ def plan_locally(rundir: Path, models) -> EngineConfig:
     return engine
 
 
+def slow_scorers(models) -> SlowScorerFactory:
+    """Scorers for the tasks to interrupt: the real engine, BLOCK_DELAY_S after every block (pickled into the jobs)."""
+    return SlowScorerFactory(ScorerFactory(models, EnvConfig.from_environ()), BLOCK_DELAY_S)
+
+
 def largest_shard(rundir: Path) -> int:
     shards = Manifest.load(RunDir(rundir).manifest).shards
     return max(range(len(shards)), key=lambda index: shards[index][1] - shards[index][0])
@@ -242,7 +248,7 @@ def test_requeued_task_resumes_from_its_recorded_parts(slurm_env, tiny_models, l
                                                        interruption):
     rundir = tmp_path / "run"
     engine = plan_locally(rundir, tiny_models)
-    submission = submit_pending(rundir, engine, ci_profile(slurm_env), block_delay_s=BLOCK_DELAY_S)
+    submission = submit_pending(rundir, engine, ci_profile(slurm_env), scorer_factory=slow_scorers(tiny_models))
     shard = largest_shard(rundir)
     job = submission.tasks[shard]
     wait_for(lambda: running_with_parts(rundir, shard, job), f"shard {shard} to record a part", rundir, slurm_env)
@@ -270,7 +276,7 @@ def test_killed_task_is_rerun_alone_by_submit_resume(slurm_env, tiny_models, loc
     rundir = tmp_path / "run"
     engine = plan_locally(rundir, tiny_models)
     profile = ci_profile(slurm_env)
-    submission = submit_pending(rundir, engine, profile, block_delay_s=BLOCK_DELAY_S)
+    submission = submit_pending(rundir, engine, profile, scorer_factory=slow_scorers(tiny_models))
     shard = largest_shard(rundir)
     job = submission.tasks[shard]
     wait_for(lambda: running_with_parts(rundir, shard, job), f"shard {shard} to record a part", rundir, slurm_env)
@@ -286,7 +292,7 @@ def test_killed_task_is_rerun_alone_by_submit_resume(slurm_env, tiny_models, loc
     assert pending_shards(rundir) == [shard], "the killed task finished its shard within KillWait"
 
     # an aggregation forced to run now refuses: no results while a shard is incomplete
-    submit_shards(rundir, [], engine, profile, block_delay_s=BLOCK_DELAY_S)
+    submit_shards(rundir, [], engine, profile)
     assert wait_aggregation(rundir, slurm_env) == "FAILED"
     assert not any((rundir / name).exists() for name in (*OUTPUTS, COMPLETE))
 

@@ -13,19 +13,20 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from doubles import fake_model_files
 from submitit.slurm.slurm import _make_sbatch_string
 
 from virnucpro.cli import build_parser, main
+from virnucpro.commands.submit import profile_from_args
 from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
 from virnucpro.errors import InputError
 from virnucpro.run.plan import plan_run
-from virnucpro.run.testing import fake_model_files
-from virnucpro.slurm.command import _ranges, _refuse_active_jobs, profile_from_args
+from virnucpro.slurm.pending import refuse_active_jobs
 from virnucpro.slurm.profile import (SlurmProfile, load_profile, parse_flat_toml, parse_sbatch_flags,
                                      profile_from_dict, task_memory, time_to_minutes, with_overrides)
 from virnucpro.slurm.status import _keyed, expand_task_ids
-from virnucpro.slurm.submit import (SlurmError, Submission, aggregate_parameters, array_parameters, python_command,
-                                    record_submission)
+from virnucpro.slurm.submit import (SlurmError, Submission, _ranges, aggregate_parameters, array_parameters,
+                                    python_command, record_submission)
 
 try:
     import tomllib
@@ -308,4 +309,4 @@ def test_status_without_slurmctld_shows_the_progress_and_why(planned_run, capsys
     text = capsys.readouterr().out
     assert "frames done" in text and shown in text
     with pytest.raises(SlurmError, match="cannot check whether jobs of an earlier submission still run"):
-        _refuse_active_jobs(planned_run)  # `submit --resume` / `--force-restart` never guess
+        refuse_active_jobs(planned_run)  # `submit --resume` / `--force-restart` never guess

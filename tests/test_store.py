@@ -23,7 +23,7 @@ from virnucpro.errors import ModelError
 from virnucpro.store.catalog import StoreLocations, load_catalog
 from virnucpro.store.fetch import download, fetch_models, parse_pins
 from virnucpro.store.lockfile import LOCK_NAME, Lock, verify_file
-from virnucpro.store.resolve import resolve_classifier, resolve_model_paths
+from virnucpro.store.resolve import resolve_model_paths
 
 REPO = Path(__file__).resolve().parents[1]
 HF = "huggingface/zhihan1996/DNABERT-S/resolve/main"
@@ -100,6 +100,15 @@ def _locations(models_dir: Path, server: Served | None = None, **env) -> StoreLo
     """Isolated from the developer's own caches: TORCH_HOME / HF_HOME only where a test sets them."""
     env.setdefault("XDG_CACHE_HOME", str(models_dir.parent / "no-cache"))
     return StoreLocations.from_environ(models_dir, env=env, mirrors=[server.url] if server else [])
+
+
+def _resolve_classifier(chunk_length: int, models_dir: Path) -> Path:
+    """The store's published classifier for `chunk_length` (ESM-2 and DNABERT-S given as explicit paths)."""
+    explicit = models_dir / "explicit"
+    explicit.mkdir(exist_ok=True)
+    (explicit / "esm.pt").write_bytes(b"e")
+    chosen = ModelPaths(esm=str(explicit / "esm.pt"), dnabert=str(explicit))
+    return Path(resolve_model_paths(chosen, _locations(models_dir), chunk_length=chunk_length).classifier)
 
 
 def _serve_classifiers(server: Served) -> dict[str, bytes]:
@@ -241,7 +250,7 @@ def test_tampering_is_detected_by_verify_and_resolve(tmp_path, server, monkeypat
 
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: the quick check rehashes
     with pytest.raises(ModelError, match="300_model.pth: sha256"):
-        resolve_classifier(300, tmp_path, locations=_locations(tmp_path))
+        _resolve_classifier(300, tmp_path)
     with pytest.raises(ModelError, match="300_model.pth: size"):
         target.write_bytes(bytes(data[:-1]))
         verify_file(target, Lock.load(tmp_path))
@@ -252,13 +261,13 @@ def test_tampering_is_detected_by_verify_and_resolve(tmp_path, server, monkeypat
 
 def test_resolve_names_the_fetch_command_when_missing(tmp_path):
     with pytest.raises(ModelError, match=r"run `virnucpro models fetch esm2-3B`"):
-        resolve_model_paths(ModelPaths(), tmp_path, locations=_locations(tmp_path))
+        resolve_model_paths(ModelPaths(), _locations(tmp_path))
     explicit = tmp_path / "mine.pt"
     explicit.write_bytes(b"x")
     with pytest.raises(ModelError, match="models fetch dnabert-s"):
-        resolve_model_paths(ModelPaths(esm=str(explicit)), tmp_path, locations=_locations(tmp_path))
+        resolve_model_paths(ModelPaths(esm=str(explicit)), _locations(tmp_path))
     with pytest.raises(ModelError, match="no published classifier for chunk length 400"):
-        resolve_classifier(400, tmp_path, locations=_locations(tmp_path))
+        _resolve_classifier(400, tmp_path)
 
 
 def _torch_hub_and_hf_cache(root: Path) -> tuple[Path, Path]:
@@ -292,7 +301,7 @@ def test_torch_home_and_hf_home_are_used_in_place(tmp_path, server, monkeypatch,
     assert fetched == {"github/300_model.pth", "github/500_model.pth",
                        "fair-esm/regression/esm2_t36_3B_UR50D-contact-regression.pt"}
 
-    paths = resolve_model_paths(ModelPaths(esm="3B"), models_dir, chunk_length=300, locations=locations)
+    paths = resolve_model_paths(ModelPaths(esm="3B"), locations, chunk_length=300)
     assert paths == ModelPaths(esm=str(checkpoints / "esm2_t36_3B_UR50D.pt"), dnabert=str(snapshot),
                                classifier=str(models_dir / "classifier" / "300_model.pth"))
     assert Path(paths.classifier).read_bytes() == bodies["300_model.pth"]
@@ -313,10 +322,10 @@ def test_explicit_paths_pass_through(tmp_path):
     dnabert.mkdir()
     classifier.write_bytes(b"c")
     chosen = ModelPaths(esm=str(esm), dnabert=str(dnabert), classifier=str(classifier))
-    assert resolve_model_paths(chosen, tmp_path, locations=_locations(tmp_path)) == chosen
+    assert resolve_model_paths(chosen, _locations(tmp_path)) == chosen
     with pytest.raises(ModelError, match="nope.pth: classifier not found"):
         resolve_model_paths(ModelPaths(esm=str(esm), dnabert=str(dnabert), classifier=str(tmp_path / "nope.pth")),
-                            tmp_path, locations=_locations(tmp_path))
+                            _locations(tmp_path))
 
 
 def test_mirror_forms():
@@ -391,8 +400,7 @@ def test_convert_matches_fair_esm_loader(tmp_path, monkeypatch):
     (models_dir / "classifier" / "500_model.pth").write_bytes(b"c")
     dna = tmp_path / "dna"
     dna.mkdir()
-    paths = resolve_model_paths(ModelPaths(esm="esm2-3B", dnabert=str(dna)), models_dir,
-                                locations=_locations(models_dir))
+    paths = resolve_model_paths(ModelPaths(esm="esm2-3B", dnabert=str(dna)), _locations(models_dir))
     assert paths.esm == str(out)
 
 

@@ -1,5 +1,5 @@
 """Command-line front end. Each command lives in its own module and exposes `register(subparsers)`;
-its handler receives the parsed arguments and the EnvConfig built once here."""
+its handler receives the parsed arguments and the EnvConfig built once here. The modules are virnucpro.commands.*."""
 
 from __future__ import annotations
 
@@ -7,23 +7,24 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Callable
 
 from virnucpro import __version__
 from virnucpro.config import EnvConfig
 from virnucpro.errors import VirNucProError
 
-# command name -> module exposing register(subparsers); each sets `handler(args, env) -> int`
+# command name -> its module (register(subparsers) sets `handler(args, env) -> int`), in `--help` order
 COMMANDS = {
-    "prep": "virnucpro.prep.command",
-    "predict": "virnucpro.engine.command",
-    "demo": "virnucpro.testing.demo",
-    "bench": "virnucpro.bench.command",
-    "shard": "virnucpro.run.command",
-    "aggregate": "virnucpro.run.command",
-    "status": "virnucpro.run.command",
-    "submit": "virnucpro.slurm.command",
-    "models": "virnucpro.store.command",
-    "selftest": "virnucpro.selftest",
+    "prep": "virnucpro.commands.prep",
+    "predict": "virnucpro.commands.predict",
+    "demo": "virnucpro.commands.demo",
+    "bench": "virnucpro.commands.bench",
+    "shard": "virnucpro.commands.shard",
+    "aggregate": "virnucpro.commands.aggregate",
+    "status": "virnucpro.commands.status",
+    "submit": "virnucpro.commands.submit",
+    "models": "virnucpro.commands.models",
+    "selftest": "virnucpro.commands.selftest",
 }
 
 
@@ -32,24 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"virnucpro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    registered = set()
-    for module_name in COMMANDS.values():
-        if module_name in registered:
-            continue
-        registered.add(module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name == module_name:
-                continue  # command not built yet
-            raise
-        module.register(subparsers)
+    for module in COMMANDS.values():
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, on_event: Callable[[str], None] | None = None) -> int:
+    """Run one command; the exit status. `on_event` becomes the run's RunOptions.on_event (tests' fault hooks)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.on_event = on_event
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

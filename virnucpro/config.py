@@ -36,12 +36,11 @@ class EnvConfig:
     no_progress: bool = False
     # where already-downloaded weights may live (torch hub, Hugging Face cache) and download mirrors
     store_environ: dict = field(default_factory=dict)
-    # checkpoint cadence and shard size (tuning), and the reliability tests' kill hook
+    # checkpoint cadence and shard size (tuning)
     part_frames: int = 16384
     part_seconds: float = 120.0
     block_frames: int = 4096
     shard_tokens: int = 20_000_000
-    test_kill_at: str | None = None
 
     @classmethod
     def from_environ(cls, env=None) -> "EnvConfig":
@@ -64,7 +63,6 @@ class EnvConfig:
             part_seconds=float(env.get("VIRNUCPRO_PART_SECONDS") or cls.part_seconds),
             block_frames=_env_int(env, "VIRNUCPRO_BLOCK_FRAMES", cls.block_frames),
             shard_tokens=_env_int(env, "VIRNUCPRO_SHARD_TOKENS", cls.shard_tokens),
-            test_kill_at=env.get("VIRNUCPRO_TEST_KILL_AT") or None,
         )
 
 
@@ -78,12 +76,13 @@ class ModelPaths:
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "bf16"  # bf16 | fp32 (bf16 falls back to fp32 on CPU)
+    precision: str = "fp16"  # fp16 | bf16 | accurate | fp32 (models.precision.PRECISION_MODES; fp32 on CPU)
     token_budget: int = 0  # tokens per packed batch; 0 = sized from the GPU's total memory (engine/loading.py)
     workers: int = -1  # DataLoader workers; -1 = from CPUs
     compile: bool = False  # torch.compile the whole models
     fuse: bool = True  # on CUDA, torch.compile only the elementwise work around the GEMMs (measured +25% on 3B)
     attention: str = "auto"  # auto | varlen | flash | flex | padded | sdpa
+    compile_cache: str | None = None  # folder for compiled kernels shared by a run's tasks (None: torch's default)
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,6 @@ class PackedBatch:
     input_ids: torch.Tensor  # int64 [total_tokens]
     cu_seqlens: torch.Tensor  # int32 [n + 1], starts at 0
     max_len: int
-    order: np.ndarray  # for each packed sequence, its index in the list given to pack()
-
-    @property
-    def num_sequences(self) -> int:
-        return len(self.order)
 
 
 def plan_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
@@ -69,13 +64,4 @@ def pack(arrays: Sequence[np.ndarray]) -> PackedBatch:
     cu_seqlens = np.zeros(len(arrays) + 1, dtype=np.int32)
     np.cumsum(lengths, out=cu_seqlens[1:])
     input_ids = torch.from_numpy(np.concatenate(arrays).astype(np.int64, copy=False))
-    return PackedBatch(input_ids=input_ids, cu_seqlens=torch.from_numpy(cu_seqlens),
-                       max_len=int(lengths.max()), order=np.arange(len(arrays)))
-
-
-def packing_efficiency(batches: Sequence[Sequence[int]], lengths: Sequence[int], token_budget: int) -> float:
-    """Real tokens / token capacity of the planned batches (an oversized sequence's batch counts as full)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    used = [int(lengths[list(members)].sum()) for members in batches if len(members)]
-    capacity = sum(max(token_budget, tokens) for tokens in used)
-    return sum(used) / capacity if capacity else 1.0
+    return PackedBatch(input_ids=input_ids, cu_seqlens=torch.from_numpy(cu_seqlens), max_len=int(lengths.max()))

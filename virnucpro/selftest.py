@@ -6,8 +6,8 @@ engine (packed batches, token budgets, the device's attention backends and dtype
 references, one sequence at a time: fair-esm's own ESM-2 forward and the eager DNABERT-S (virnucpro/reference).
 Proteins of 1, 2, 166 and 1100 residues (pooling stops at 1024), DNA past 512 tokens. Passes when every
 embedding has cosine >= 0.999 with its reference, the loaded classifier scores as the module that was pickled,
-and the calls agree (a call may flip only for a frame at the decision boundary). On CUDA both precisions run:
-bf16 (what `predict` runs) and fp32 (`--precision fp32`).
+and the calls agree (a call may flip only for a frame at the decision boundary). On CUDA two precision modes
+run: `predict`'s default and fp32 (the exact mode).
 
 Random weights: this checks the software stack and the device, not the published models (`models verify`).
 """
@@ -82,7 +82,7 @@ def run_selftest(device: str, env, dnabert_tokenizer: str | Path | None = None, 
             checks = [Check("setup (tiny models, fp32 references)", False, one_line(error))]
         else:
             checks = [inputs_check(fixture)]
-            for precision in ("bf16", "fp32") if resolved.type == "cuda" else ("fp32",):
+            for precision in precision_modes(resolved):
                 checks += engine_checks(fixture, resolved, precision, env, say)
     for check in checks:
         say(f"{'PASS' if check.passed else 'FAIL'}  {check.name}: {check.detail}")
@@ -95,15 +95,21 @@ def run_selftest(device: str, env, dnabert_tokenizer: str | Path | None = None, 
     return not failed
 
 
+def precision_modes(device: torch.device) -> tuple[str, ...]:
+    """`predict`'s default and the exact fp32 on CUDA; the CPU computes every mode in fp32."""
+    from virnucpro.models.precision import DEFAULT_PRECISION
+
+    return tuple(dict.fromkeys((DEFAULT_PRECISION, "fp32"))) if device.type == "cuda" else ("fp32",)
+
+
 def engine_checks(fixture: Fixture, device: torch.device, precision: str, env, say) -> list[Check]:
     """Load the three files as `predict` does and score every frame; compare with the references."""
     from virnucpro.config import EngineConfig
     from virnucpro.engine.scorer import Scorer
-    from virnucpro.engine.source import FrameSource
+    from virnucpro.io.prep_files import FrameSource
 
     try:
-        scorer = Scorer.load(fixture.models, EngineConfig(device=str(device), precision=precision), env,
-                             chunk_length=500)
+        scorer = Scorer.load(fixture.models, EngineConfig(device=str(device), precision=precision), env)
         say(f"[{precision}] {describe_models(scorer.models)}")
         source = FrameSource(fixture.prep_dir)
         blocks = list(scorer.score_range(source, 0, len(source), keep_embeddings=True))
@@ -245,15 +251,12 @@ def save_classifier(model: torch.nn.Module, path: Path) -> Path:
 
 
 def write_frames(prep_dir: Path, ids: list[str], nucleotides: list[str], proteins: list[str]) -> Path:
-    """The two identified-frame files `predict` scores, and their index."""
-    from virnucpro.engine.source import build_index
-    from virnucpro.io.atomic import atomic_write
-    from virnucpro.io.prep_files import IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, write_identified
-    from virnucpro.prep.frames import Frame
+    """The two identified-frame files `predict` scores (`>id` and one sequence line each), and their index."""
+    from virnucpro.io.atomic import write_text_atomic
+    from virnucpro.io.prep_files import IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, build_index
 
-    frames = [Frame(*fields) for fields in zip(ids, nucleotides, proteins)]
-    with atomic_write(prep_dir / IDENTIFIED_NUCLEOTIDE) as nucleotide, atomic_write(prep_dir / IDENTIFIED_PROTEIN) as protein:
-        write_identified(nucleotide, protein, frames)
+    for name, seqs in ((IDENTIFIED_NUCLEOTIDE, nucleotides), (IDENTIFIED_PROTEIN, proteins)):
+        write_text_atomic(prep_dir / name, "".join(f">{i}\n{seq}\n" for i, seq in zip(ids, seqs)))
     build_index(prep_dir)
     return prep_dir
 
@@ -305,16 +308,3 @@ def backend(model: torch.nn.Module) -> str:
 def one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
-
-
-# ------------------------------------------------------------------------------------------ command
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("selftest", help="check this installation and device with tiny random models",
-                                   description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto (default: the GPU when one is visible) | cpu | cuda")
-    parser.add_argument("--dnabert-tokenizer", default=None,
-                        help="the real DNABERT-S tokenizer.json (or its folder); default: a small one made here")
-    parser.set_defaults(handler=lambda args, env: 0 if run_selftest(args.device, env, args.dnabert_tokenizer) else 1)

@@ -92,11 +92,3 @@ def packed(model, pool, batches: list, device) -> None:
             hidden = model(batch.input_ids.to(device, non_blocking=True), cu, batch.max_len)
             pooled.append(pool(hidden, cu))
         torch.cat(pooled).float().cpu()
-
-
-def dnabert_one_by_one(reference_forward, token_arrays: list[np.ndarray], device) -> None:
-    """The published DNABERT-S way: fp32, one sequence per forward, mean copied to the host each time."""
-    with torch.no_grad():
-        for ids in token_arrays:
-            hidden = reference_forward(torch.from_numpy(ids).to(device)[None])
-            hidden.mean(dim=1).cpu()

@@ -1,108 +1,138 @@
-"""Whole `predict` on one GPU (prep, workers, both models, classifier, checkpoints, aggregation, writing),
-with random-weight real-size models held in memory, compared with the ESM-2-only rate on the same proteins."""
+"""Whole `predict` on one GPU, as users run it: real-format model files (random weights of the real shapes) read
+from disk, prep, workers, both models, classifier, checkpoints, aggregation — compared with ESM-2 alone on the
+same proteins, and split into load, warm-up, steady state and aggregation (from the run's own telemetry).
+
+Then the start-up of array tasks: the run is planned in two shards and each is scored by its own
+`virnucpro shard` process, the second finding the first one's compiled kernels in the run's compile cache.
+"""
 
 from __future__ import annotations
 
-import shutil
+import os
+import subprocess
+import sys
 import tempfile
-from dataclasses import dataclass
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from virnucpro.bench import peers
+from virnucpro.bench.models import DEFAULT_NUMERICS, write_random_checkpoints
 from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
-from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
-from virnucpro.config import EngineConfig, EnvConfig
-from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
+from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token, stop_free_reads
+from virnucpro.config import EngineConfig, PredictConfig
+from virnucpro.engine.loading import ESM_TOKEN_BUDGET
+from virnucpro.io.prep_files import FrameSource
+from virnucpro.run.options import RunOptions
+from virnucpro.run.pipeline import predict_run
+from virnucpro.run.plan import plan_run
+from virnucpro.run.rundir import RunDir
+from virnucpro.run.telemetry import read_events
 
-SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
-
-
-def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0) -> None:
-    """Reads whose first frame has no stop (random DNA almost never gives a 166-codon open frame)."""
-    rng = np.random.default_rng(seed)
-    codons = np.array(SENSE_CODONS)
-    with open(path, "w") as handle:
-        for i in range(reads):
-            body = "".join(codons[rng.integers(0, len(codons), size=length // 3)])
-            tail = "".join(rng.choice(list("ACGT"), size=length - len(body)))
-            handle.write(f">read_{i}\n{body}{tail}\n")
-
-
-def random_loaded_models(device: torch.device, tokenizer_dir: str | None, esm_budget: int):
-    """Real-size ESM-2 3B, DNABERT-S and classifier with random weights on `device`, warmed up."""
-    from virnucpro.bench.suites import ours_from_fairesm, random_dnabert, random_fairesm
-    from virnucpro.engine.loading import LoadedModels
-    from virnucpro.models.classifier import MLPClassifier
-    from virnucpro.tokenize.dna import DnaTokenizer
-    from virnucpro.tokenize.protein import ProteinTokenizer
-
-    fair, _ = random_fairesm(ESM_SHAPES["3B"], device)
-    esm = ours_from_fairesm(fair, ESM_SHAPES["3B"], device)
-    del fair
-    torch.cuda.empty_cache()
-    dnabert, folder = random_dnabert(device, torch.bfloat16, tokenizer_dir)
-    classifier = MLPClassifier(dnabert.hidden_size + esm.embed_dim, 512).to(device).eval()
-    warm_up(esm, dnabert, device)
-    return LoadedModels(device, torch.bfloat16, esm, dnabert, classifier, DnaTokenizer(folder), ProteinTokenizer(),
-                        {"bench": "random weights"}, (esm_budget, DNABERT_TOKEN_BUDGET))
-
-
-@dataclass(frozen=True)
-class RandomModelsFactory:
-    """Picklable scorer recipe: each GPU process of a multi-GPU run builds its own random-weight models."""
-
-    tokenizer_dir: str | None
-    esm_budget: int
-    env: EnvConfig
-
-    def __call__(self, engine: EngineConfig):
-        from virnucpro.engine.scorer import Scorer
-
-        return Scorer(random_loaded_models(torch.device(engine.device), self.tokenizer_dir, self.esm_budget),
-                      engine, self.env)
-
-
-def in_memory_scorer_factory(env, device, args):
-    """Models built once here; every Scorer the run asks for shares them (one GPU, this process)."""
-    from virnucpro.engine.scorer import Scorer
-
-    models = random_loaded_models(device, args.dnabert_tokenizer, args.token_budget or ESM_TOKEN_BUDGET)
-    return lambda engine: Scorer(models, engine, env)
-
-
-def warm_up(esm, dnabert, device) -> None:
-    """One small forward each, so kernel selection and compilation stay out of the timed region."""
-    with torch.inference_mode():
-        for model, vocab in ((esm, 20), (dnabert, 100)):
-            ids = torch.randint(4, 4 + vocab, (300,), device=device)
-            cu = torch.tensor([0, 100, 300], dtype=torch.int32, device=device)
-            model(ids, cu, 200)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+READ_LENGTHS = {"reads150": (150, 300), "reads250": (250, 300), "chunks500": (500, 500)}  # read bp, chunk length
+PART_FRAMES = 2048  # small checkpoint parts: a fine timeline for the split (a part costs ~10 ms to write)
 
 
 def time_pipeline(args, env, device) -> list[Measurement]:
-    from virnucpro.config import PredictConfig
-    from virnucpro.engine.source import FrameSource
-    from virnucpro.run import predict_run
-    from virnucpro.run.testing import fake_model_files
-
     work = Path(tempfile.mkdtemp(prefix="virnucpro-bench-"))
+    files = write_random_checkpoints(work / "models", device, args.dnabert_tokenizer)  # outside every timing
+    read_length, chunk_length = READ_LENGTHS[args.pipeline_workload]
     reads = work / "reads.fasta"
-    stop_free_reads(reads, args.pipeline_reads)
-    factory = in_memory_scorer_factory(env, device, args)  # models built here, outside the timed region
-    cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=500, models=fake_model_files(work),
-                        engine=EngineConfig(device=device.type), gpus=1)
+    stop_free_reads(reads, args.pipeline_reads, length=read_length)
+    cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=chunk_length, models=files,
+                        engine=EngineConfig(device=device.type, token_budget=args.token_budget), gpus=1)
     with UtilisationSampler(device) as sampler:
-        seconds = timed(lambda: predict_run(cfg, env, scorer_factory=factory), device)
-    if args.json:  # keep the run's own timeline (per-stage, per-part) beside the results
-        shutil.copyfile(work / "run" / "telemetry.jsonl", Path(args.json).with_suffix(".telemetry.jsonl"))
-    lengths = FrameSource(work / "run" / "prep").aa_lengths
+        seconds = timed(lambda: predict_run(cfg, env, options=RunOptions(part_frames=PART_FRAMES)), device)
+    whole = _whole_measurement(cfg.outdir, args.pipeline_workload, seconds, sampler.busy)
+    esm_only = _esm_only(files, cfg.outdir, args, device)
+    whole.details.update(vs_esm_only_whole=whole.tokens_per_s / esm_only.tokens_per_s,
+                         vs_esm_only_steady=whole.details["steady_tokens_per_s"] / esm_only.tokens_per_s)
+    _print(whole, esm_only)
+    return [esm_only, whole, *_array_task_startup(cfg, env, work, args, device)]
+
+
+def _whole_measurement(rundir: Path, workload: str, seconds: float, busy) -> Measurement:
+    lengths = FrameSource(RunDir(rundir).prep).aa_lengths
     tokens = int((lengths.astype(np.int64) + 2).sum())
     layers, dim, _ = ESM_SHAPES["3B"]
-    m = Measurement("whole predict", "3B", "chunks500", len(lengths), tokens, seconds,
-                    esm_flops_per_token(layers, dim, 168), sampler.busy)
-    print(f"  3B    chunks500  whole predict  {m.tokens_per_s:12,.0f} ESM tokens/s, GPU busy {m.gpu_busy}", flush=True)
-    return [m]
+    mean_len = tokens / max(len(lengths), 1)
+    m = Measurement("whole predict", "3B", workload, len(lengths), tokens, seconds,
+                    esm_flops_per_token(layers, dim, mean_len), busy)
+    m.details.update(timeline(rundir))
+    return m
+
+
+def timeline(rundir: Path, started: float | None = None, shard: int | None = None) -> dict:
+    """Stage seconds, first-part latency and the steady-state rate (parts after the first) from telemetry; of
+    one shard's process when `shard` is given."""
+    events = [e for e in read_events(RunDir(rundir).telemetry)
+              if shard is None or e.get("shard") == shard or (e["event"] == "stage" and e.get("time", 0) >= (started or 0))]
+    stages = {e["stage"]: e["seconds"] for e in events if e["event"] == "stage"}
+    parts = [e for e in events if e["event"] == "part"]
+    starts = [e["time"] for e in events if e["event"] == "shard_start"]
+    steady = parts[1:] or parts
+    rate = sum(p["tokens"] for p in steady) / max(sum(p["seconds"] for p in steady), 1e-9)
+    result = {"stages_s": stages, "parts": len(parts), "steady_tokens_per_s": rate}
+    if parts and starts:
+        result["first_part_after_shard_start_s"] = parts[0]["time"] - min(starts)
+    if parts and started is not None:
+        # seconds from process start until it ran at the steady rate: the first part's end, less the time the
+        # first part would have taken at that rate
+        result["startup_to_steady_s"] = parts[0]["time"] - started - parts[0]["tokens"] / rate
+    return result
+
+
+def _esm_only(files, rundir: Path, args, device) -> Measurement:
+    """ESM-2 alone, in the default numerics, on exactly the run's proteins."""
+    from virnucpro.models.esm2 import load_esm2, mean_pool_residues
+    from virnucpro.tokenize.protein import ProteinTokenizer
+
+    source = FrameSource(RunDir(rundir).prep)
+    tokenizer = ProteinTokenizer()
+    encoded = [tokenizer.encode(frame.protein) for frame in source.read(0, len(source))]
+    model = load_esm2(files.esm, device, DEFAULT_NUMERICS.esm)
+    model.fuse_elementwise(True)
+    batches = peers.prepack(encoded, args.token_budget or ESM_TOKEN_BUDGET)
+    peers.packed(model, mean_pool_residues, batches, device)  # compile every shape outside the timing
+    with UtilisationSampler(device) as sampler:
+        seconds = timed(lambda: peers.packed(model, mean_pool_residues, batches, device), device)
+    tokens = sum(len(e) for e in encoded)
+    layers, dim, _ = ESM_SHAPES["3B"]
+    del model
+    torch.cuda.empty_cache()
+    return Measurement("ESM-2 only (same proteins)", "3B", args.pipeline_workload, len(encoded), tokens, seconds,
+                       esm_flops_per_token(layers, dim, tokens / max(len(encoded), 1)), sampler.busy)
+
+
+def _array_task_startup(cfg: PredictConfig, env, work: Path, args, device) -> list[Measurement]:
+    """Two `virnucpro shard` processes of one run: the first compiles, the second reuses the run's cache."""
+    run = replace(cfg, outdir=work / "array-run")
+    plan_run(run, env, gpus=1, min_shards=2)
+    # the tasks' own settings, inherited by the child processes (as a SLURM job's environment would set them)
+    os.environ["VIRNUCPRO_PART_FRAMES"] = str(PART_FRAMES)
+    os.environ["VIRNUCPRO_NO_PROGRESS"] = "1"
+    results = []
+    for index in (0, 1):
+        started = time.time()
+        subprocess.run([sys.executable, "-m", "virnucpro", "shard", str(run.outdir), "--index", str(index),
+                        "--device", device.type], check=True)
+        details = timeline(run.outdir, started, shard=index)
+        parts = [e for e in read_events(RunDir(run.outdir).telemetry) if e["event"] == "part" and e["shard"] == index]
+        tokens = sum(p["tokens"] for p in parts)
+        m = Measurement(f"array task {index + 1} ({'cold' if index == 0 else 'warm'} compile cache)", "3B",
+                        args.pipeline_workload, sum(p["frames"] for p in parts), tokens, time.time() - started)
+        m.details.update(details)
+        print(f"  array task {index + 1}: {m.seconds:.1f} s, steady state after "
+              f"{details.get('startup_to_steady_s', float('nan')):.1f} s", flush=True)
+        results.append(m)
+    return results
+
+
+def _print(whole: Measurement, esm_only: Measurement) -> None:
+    d = whole.details
+    print(f"  3B    {whole.workload:10s} whole predict {whole.tokens_per_s:12,.0f} ESM tokens/s "
+          f"({d['vs_esm_only_whole']:.2f}x ESM-only {esm_only.tokens_per_s:,.0f}); steady state "
+          f"{d['steady_tokens_per_s']:,.0f} ({d['vs_esm_only_steady']:.2f}x); stages {d['stages_s']}", flush=True)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import torch
 
-from virnucpro.bench.pipeline import RandomModelsFactory, stop_free_reads
+from virnucpro.bench.models import RandomModelsFactory, stand_in_model_files
 from virnucpro.bench.timing import Measurement
-from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token
+from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token, stop_free_reads
+from virnucpro.config import EngineConfig, PredictConfig
 from virnucpro.engine.loading import ESM_TOKEN_BUDGET
 from virnucpro.run.manifest import Manifest
+from virnucpro.run.pipeline import predict_run
 from virnucpro.run.rundir import RunDir
 from virnucpro.run.telemetry import read_events
 
@@ -29,10 +31,6 @@ def scoring_window(rundir: Path) -> float:
 
 
 def time_scaling(args, env, device) -> list[Measurement]:
-    from virnucpro.config import EngineConfig, PredictConfig
-    from virnucpro.run import predict_run
-    from virnucpro.run.testing import fake_model_files
-
     work = Path(tempfile.mkdtemp(prefix="virnucpro-scaling-"))
     reads = work / "reads.fasta"
     stop_free_reads(reads, args.scaling_reads)
@@ -44,7 +42,7 @@ def time_scaling(args, env, device) -> list[Measurement]:
             print(f"  scaling: {gpus} GPUs asked, {torch.cuda.device_count()} visible: skipped", flush=True)
             continue
         cfg = PredictConfig(input=reads, outdir=work / f"run-{gpus}gpu", chunk_length=500,
-                            models=fake_model_files(work), engine=EngineConfig(device="cuda"), gpus=gpus)
+                            models=stand_in_model_files(work / "models"), engine=EngineConfig(device="cuda"), gpus=gpus)
         predict_run(cfg, env, scorer_factory=factory)
         manifest = Manifest.load(RunDir(cfg.outdir).manifest)
         m = Measurement(f"predict on {gpus} GPU", "3B", "scaling", manifest.frames, manifest.tokens,

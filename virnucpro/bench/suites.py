@@ -1,58 +1,20 @@
-"""Benchmark suites: ESM-2 (ours vs the three peers), DNABERT-S, and the whole predict path."""
+"""Benchmark suites: ESM-2 (ours vs the three peers) and DNABERT-S (ours vs the published way)."""
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from virnucpro.bench import peers
+from virnucpro.bench.models import DEFAULT_NUMERICS, ours_from_fairesm, random_dnabert, random_fairesm, random_hf_esm
 from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
-from virnucpro.bench.workloads import WORKLOADS, esm_flops_per_token, random_dna_fasta
+from virnucpro.bench.workloads import WORKLOADS, esm_flops_per_token
 from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
-from virnucpro.models.esm2 import ESM2, mean_pool_residues
+from virnucpro.models.esm2 import mean_pool_residues
 from virnucpro.tokenize.protein import ProteinTokenizer
 
 log = logging.getLogger(__name__)
-
-
-def random_fairesm(shape, device):
-    """fair-esm's own ESM2 with random weights, built directly on the GPU."""
-    import esm
-
-    layers, dim, heads = shape
-    with torch.device(device):
-        model = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads,
-                                    alphabet=esm.data.Alphabet.from_architecture("ESM-1b"), token_dropout=True)
-    return model.eval(), model.alphabet
-
-
-def ours_from_fairesm(fair, shape, device, budget_fuse: bool = True) -> ESM2:
-    layers, dim, heads = shape
-    with torch.device("meta"):
-        model = ESM2(layers, dim, heads)
-    state = {k: v for k, v in fair.state_dict().items() if not k.startswith(("lm_head", "contact_head"))}
-    model.load_state_dict(state, strict=False, assign=True)
-    model = model.to(device=device, dtype=torch.bfloat16).eval()
-    model.set_attention(device)
-    model.fuse_elementwise(budget_fuse)
-    return model
-
-
-def random_hf_esm(shape, device):
-    from transformers import EsmConfig, EsmModel
-
-    layers, dim, heads = shape
-    config = EsmConfig(vocab_size=33, hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
-                       intermediate_size=4 * dim, position_embedding_type="rotary", token_dropout=True,
-                       mask_token_id=32, pad_token_id=1, emb_layer_norm_before=False, max_position_embeddings=1026,
-                       attn_implementation="sdpa")
-    with torch.device(device):
-        model = EsmModel(config, add_pooling_layer=False)
-    return model.to(torch.bfloat16).eval()
 
 
 def _measure(name, model_name, workload, proteins, fn, device, flops) -> Measurement:
@@ -107,25 +69,11 @@ def esm_suite(shape, model_name, workloads, wanted, args, device) -> list[Measur
     return results
 
 
-def random_dnabert(device, dtype, tokenizer_dir: str | None):
-    """Real-size DNABERT-S (12 x 768, 12 heads, 3072) with random weights, written in the real folder format."""
-    from virnucpro.models.dnabert import load_dnabert
-    from virnucpro.testing.dnabert_checkpoint import write_tiny_dnabert
-
-    folder = Path(tempfile.mkdtemp()) / "dnabert-s-random"
-    tokenizer_json = Path(tokenizer_dir) / "tokenizer.json" if tokenizer_dir else None
-    write_tiny_dnabert(folder, layers=12, hidden=768, heads=12, intermediate=3072, seed=0,
-                       tokenizer_json=tokenizer_json)
-    model = load_dnabert(folder, device, dtype)
-    model.fuse_elementwise(dtype != torch.float32 and device.type == "cuda")
-    return model, folder
-
-
 def dnabert_suite(args, device) -> list[Measurement]:
     from virnucpro.models.dnabert import mean_pool_all_tokens
     from virnucpro.tokenize.dna import DnaTokenizer
 
-    ours, folder = random_dnabert(device, torch.bfloat16, args.dnabert_tokenizer)
+    ours, folder = random_dnabert(device, DEFAULT_NUMERICS.dnabert, args.dnabert_tokenizer)
     tokenizer = DnaTokenizer(folder)
     flops = 12 * (2 * (4 * 768 * 768 + 3 * 768 * 3072))  # QKV+out, gated (2x3072) and wo GEMMs, per token
     results = []
@@ -138,7 +86,7 @@ def dnabert_suite(args, device) -> list[Measurement]:
             peers.packed(ours, mean_pool_all_tokens, peers.prepack(encoded, budget), device)
 
         results.append(_dna_measure("ours", workload_name, encoded, run_ours, device, flops))
-    reference, _ = random_dnabert(device, torch.float32, args.dnabert_tokenizer)
+    reference, _ = random_dnabert(device, torch.float32, args.dnabert_tokenizer, fuse=False)
     reference.set_attention(device, "sdpa")
     encoded = tokenizer.encode_batch(WORKLOADS["chunks500"].nucleotides(args.published_sequences))
 
@@ -161,10 +109,3 @@ def _dna_measure(name, workload, encoded, fn, device, flops) -> Measurement:
     m = Measurement(name, "DNABERT-S", workload, len(encoded), tokens, seconds, flops, sampler.busy)
     print(f"  DNABERT-S {workload:10s} {name:14s} {m.tokens_per_s:12,.0f} tokens/s", flush=True)
     return m
-
-
-def pipeline_suite(args, env, device) -> list[Measurement]:
-    """The whole predict path on 500 bp reads: prep, workers, both models, classifier, writing — vs ESM only."""
-    from virnucpro.bench.pipeline import time_pipeline
-
-    return time_pipeline(args, env, device)

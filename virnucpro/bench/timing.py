@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,6 +19,7 @@ class Measurement:
     seconds: float
     flops_per_token: float = 0.0
     gpu_busy: float | None = None
+    details: dict = field(default_factory=dict)  # e.g. whole predict's split into stages
 
     @property
     def tokens_per_s(self) -> float:

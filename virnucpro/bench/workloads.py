@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +37,9 @@ WORKLOADS = {
     "chunks500": Workload("chunks500", 166, 166),
     # mixed 100-500 bp reads: 33 to 166 residues
     "mixed": Workload("mixed", 33, 166),
+    # Illumina reads, one chunk each: 150 bp -> frames of 49-50 residues, 250 bp -> 82-83
+    "reads150": Workload("reads150", 49, 50),
+    "reads250": Workload("reads250", 82, 83),
 }
 
 
@@ -44,9 +48,15 @@ def esm_flops_per_token(layers: int, dim: int, mean_len: float) -> float:
     return layers * (24 * dim * dim + 4 * mean_len * dim)
 
 
-def random_dna_fasta(path, reads: int, length: int, seed: int = 0) -> None:
+SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
+
+
+def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0) -> None:
+    """Reads whose first frame has no stop (random DNA almost never gives a 166-codon open frame)."""
     rng = np.random.default_rng(seed)
+    codons = np.array(SENSE_CODONS)
     with open(path, "w") as handle:
         for i in range(reads):
-            seq = BASES[rng.integers(0, 4, size=length)].tobytes().decode()
-            handle.write(f">read_{i}\n{seq}\n")
+            body = "".join(codons[rng.integers(0, len(codons), size=length // 3)])
+            tail = "".join(rng.choice(list("ACGT"), size=length - len(body)))
+            handle.write(f">read_{i}\n{body}{tail}\n")

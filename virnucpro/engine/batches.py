@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from virnucpro.engine.source import FrameSource
+from virnucpro.io.prep_files import FrameSource
 from virnucpro.pack import PackedBatch, pack, plan_batches
 
 
@@ -21,7 +21,7 @@ class PackedGroup:
     """Packed micro-batches of one modality for a block, plus where each sequence sits in the block."""
 
     batches: list[PackedBatch]
-    orders: list[torch.Tensor]  # position in the block of each packed sequence, per batch
+    orders: list[torch.Tensor]  # position in the block of each packed sequence, per batch (pack keeps the order)
 
     @property
     def tokens(self) -> int:
@@ -55,9 +55,8 @@ def pack_group(arrays: list[np.ndarray], token_budget: int) -> PackedGroup:
     lengths = [len(array) for array in arrays]
     batches, orders = [], []
     for members in plan_batches(lengths, token_budget):
-        batch = pack([arrays[i] for i in members])
-        batches.append(batch)
-        orders.append(torch.from_numpy(np.asarray(members, dtype=np.int64)[np.asarray(batch.order)]))
+        batches.append(pack([arrays[i] for i in members]))
+        orders.append(torch.from_numpy(np.asarray(members, dtype=np.int64)))
     return PackedGroup(batches, orders)
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 
-from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
+from virnucpro.config import EngineConfig, ModelPaths
+from virnucpro.engine.determinism import make_deterministic, use_compile_cache
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.dnabert import load_dnabert
 from virnucpro.models.esm2 import load_esm2
+from virnucpro.models.precision import CPU_NUMERICS, FP32, PRECISION_MODES, Numerics
 from virnucpro.tokenize.dna import DnaTokenizer
 from virnucpro.tokenize.protein import ProteinTokenizer
 
@@ -30,7 +32,7 @@ _CPU_BUDGET = 4096
 @dataclass
 class LoadedModels:
     device: torch.device
-    dtype: torch.dtype
+    numerics: Numerics
     esm: torch.nn.Module
     dnabert: torch.nn.Module
     classifier: torch.nn.Module
@@ -49,21 +51,11 @@ def resolve_device(requested: str) -> torch.device:
     return device
 
 
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "fp32" or device.type != "cuda":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    raise ModelError(precision, "precision must be bf16 or fp32")
-
-
-def resolve_paths(models: ModelPaths, env: EnvConfig, chunk_length: int) -> ModelPaths:
-    """Names ("3B", missing classifier...) become files in the model store; explicit paths pass through."""
-    from virnucpro.store.catalog import StoreLocations
-    from virnucpro.store.resolve import resolve_model_paths
-
-    locations = StoreLocations.from_environ(env.models_dir, env=env.store_environ)
-    return resolve_model_paths(models, env.models_dir, chunk_length=chunk_length, locations=locations)
+def resolve_numerics(mode: str, device: torch.device) -> Numerics:
+    """What `--precision mode` computes in on this device (always fp32 on the CPU, where half GEMMs are slow)."""
+    if mode not in PRECISION_MODES:
+        raise ModelError(mode, f"precision must be one of {', '.join(PRECISION_MODES)}")
+    return PRECISION_MODES[mode] if device.type == "cuda" else CPU_NUMERICS
 
 
 def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, preferred: int) -> int:
@@ -81,18 +73,16 @@ def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, pre
     return max(2048, min(preferred, fits))
 
 
-def file_identity(path: str | Path) -> dict:
-    path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    return {"path": str(path.resolve()), "bytes": sum(p.stat().st_size for p in files)}
-
-
-def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_length: int) -> LoadedModels:
+def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
+    """`paths` are files (the run layer resolves model names in the store before it asks for a scorer)."""
     device = resolve_device(engine.device)
-    dtype = resolve_dtype(engine.precision, device)
-    paths = resolve_paths(models, env, chunk_length)
-    esm = load_esm2(paths.esm, device, dtype, attention=engine.attention)
-    dnabert = load_dnabert(paths.dnabert, device, dtype, attention=engine.attention)
+    make_deterministic(device)
+    if device.type == "cuda":
+        use_compile_cache(engine.compile_cache)
+    numerics = resolve_numerics(engine.precision, device)
+    numerics.apply_global_settings()
+    esm = load_esm2(paths.esm, device, numerics.esm, attention=engine.attention)
+    dnabert = load_dnabert(paths.dnabert, device, numerics.dnabert, attention=engine.attention)
     features = dnabert.hidden_size + esm.embed_dim
     classifier = load_classifier(paths.classifier, device, expected_input_dim=features)
     fuse = engine.fuse and device.type == "cuda" and not engine.compile
@@ -104,13 +94,41 @@ def load_models(models: ModelPaths, engine: EngineConfig, env: EnvConfig, chunk_
     budgets = (token_budget(engine, device, esm.embed_dim, ESM_TOKEN_BUDGET),
                token_budget(engine, device, dnabert.hidden_size, DNABERT_TOKEN_BUDGET))
     identity = {
-        "esm": {**file_identity(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
-        "dnabert": {**file_identity(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
-        "classifier": file_identity(paths.classifier),
-        "precision": str(dtype).replace("torch.", ""),
+        "esm": {"path": str(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
+        "dnabert": {"path": str(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
+        "classifier": {"path": str(paths.classifier)},
+        "precision": numerics.describe(),
+        "numerics": engine_numerics(numerics, device, esm, dnabert, budgets),
     }
     log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; token budgets %d (ESM) %d (DNABERT)",
              device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
              dnabert.hidden_size, *budgets)
-    return LoadedModels(device, dtype, esm, dnabert, classifier, DnaTokenizer(paths.dnabert), ProteinTokenizer(),
-                        identity, budgets)
+    return LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
+                        ProteinTokenizer(), identity, budgets)
+
+
+def fp32_fallback(models: LoadedModels) -> LoadedModels | None:
+    """fp32 copies of both encoders for the engine's non-finite guard; None when they already compute in fp32.
+
+    Copies, not casts in place: the half-precision models keep serving every other block, and the copies cost
+    memory only in a run that needed them."""
+    if models.numerics.esm == FP32 and models.numerics.dnabert == FP32:
+        return None
+    copies = []
+    for model in (models.esm, models.dnabert):
+        duplicate = copy.deepcopy(model)
+        duplicate.fuse_elementwise(False)
+        duplicate.set_precision(FP32)
+        duplicate.set_attention(models.device)
+        copies.append(duplicate)
+    log.warning("built fp32 copies of ESM-2 and DNABERT-S for the non-finite guard")
+    return replace(models, numerics=PRECISION_MODES["fp32"], esm=copies[0], dnabert=copies[1])
+
+
+def engine_numerics(numerics: Numerics, device: torch.device, esm, dnabert, budgets: tuple[int, int]) -> dict:
+    """Everything that decides the last bits of a result: a resumed shard compares it with what scored its parts."""
+    return {"precision": numerics.describe(), "attention": {"esm": esm.attention_backend,
+                                                            "dnabert": dnabert.attention_backend},
+            "token_budgets": list(budgets), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "deterministic": torch.are_deterministic_algorithms_enabled()}

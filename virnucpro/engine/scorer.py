@@ -2,6 +2,10 @@
 
 One host sync per block (its scores are copied back while the next block is already queued on the GPU); no
 Python loop over sequences and no `.item()` per sequence.
+
+Non-finite guard: with each block's scores comes one flag per frame (all of its features and scores finite?).
+A block with a non-finite frame is computed again with fp32 copies of the encoders (built on first need); frames
+still not finite get NaN scores and are reported in `ScoredBlock.nonfinite`, never passed off as scores.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,8 +21,8 @@ from torch.utils.data import DataLoader
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
 from virnucpro.engine.batches import Block, BlockPlan, PackedGroup, TokenizedBlocks
-from virnucpro.engine.loading import LoadedModels, load_models
-from virnucpro.engine.source import FrameSource
+from virnucpro.engine.loading import LoadedModels, fp32_fallback, load_models
+from virnucpro.io.prep_files import FrameSource
 from virnucpro.models.classifier import score as classifier_score
 from virnucpro.models.dnabert import mean_pool_all_tokens
 from virnucpro.models.esm2 import mean_pool_residues
@@ -33,6 +37,7 @@ class ScoredBlock:
     scores: np.ndarray  # [n, 2] float32: score1 = others, score2 = virus
     dna: np.ndarray | None = None
     protein: np.ndarray | None = None
+    nonfinite: list[str] = field(default_factory=list)  # frames still not finite in fp32: their scores are NaN
 
 
 @dataclass
@@ -44,6 +49,8 @@ class EngineStats:
     dna_tokens: int = 0
     esm_batches: int = 0
     esm_capacity: int = 0
+    recomputed_blocks: int = 0  # blocks the non-finite guard computed again in fp32
+    nonfinite_frames: int = 0  # frames not finite even in fp32
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -60,6 +67,8 @@ class EngineStats:
             "frames_per_s": self.frames / elapsed,
             "esm_tokens_per_s": self.esm_tokens / elapsed,
             "packing_efficiency": self.packing_efficiency,
+            "recomputed_blocks": self.recomputed_blocks,
+            "nonfinite_frames": self.nonfinite_frames,
         }
 
 
@@ -69,14 +78,20 @@ class _InFlight:
     scores: torch.Tensor
     dna: torch.Tensor | None
     protein: torch.Tensor | None
+    finite: torch.Tensor  # [rows] bool, on the host once `done`
     done: torch.cuda.Event | None
 
 
 class Scorer:
     """Holds the three models on one device and scores ranges of prepared frames."""
 
-    def __init__(self, models: LoadedModels, engine: EngineConfig, env: EnvConfig):
+    def __init__(self, models: LoadedModels, engine: EngineConfig, env: EnvConfig,
+                 fallback: Callable[[], LoadedModels | None] | None = None):
+        """`fallback` builds the models the non-finite guard recomputes with (default: fp32 copies; None when
+        the models already compute in fp32)."""
         self.models = models
+        self._fallback_factory = fallback or (lambda: fp32_fallback(models))
+        self._fallback: list[LoadedModels | None] = []  # built on first need
         self.device = models.device
         self.identity = models.identity
         self.workers = _worker_count(engine, env, self.device)
@@ -84,9 +99,9 @@ class Scorer:
         self.stats = EngineStats()
 
     @classmethod
-    def load(cls, models: ModelPaths, engine: EngineConfig, env: EnvConfig, *, chunk_length: int) -> "Scorer":
-        """chunk_length picks the published classifier (300_model.pth / 500_model.pth) when none is named."""
-        return cls(load_models(models, engine, env, chunk_length), engine, env)
+    def load(cls, files: ModelPaths, engine: EngineConfig, env: EnvConfig) -> "Scorer":
+        """Load the three model files (already resolved: see run.models) onto engine.device."""
+        return cls(load_models(files, engine), engine, env)
 
     def score_range(self, source: FrameSource, start: int, stop: int, *, keep_embeddings: bool = False,
                     block_frames: int = 4096, grid_start: int | None = None) -> Iterator[ScoredBlock]:
@@ -115,29 +130,69 @@ class Scorer:
             out.index_copy_(0, order.to(self.device, non_blocking=True), pool(hidden, cu_seqlens).float())
         return out
 
-    def _launch(self, block: Block, keep_embeddings: bool) -> _InFlight:
-        m = self.models
+    def _compute(self, models: LoadedModels, block: Block):
+        """(scores, dna, protein, finite) of a block on the device; finite: [rows] all features and scores finite."""
         rows = len(block)
-        protein = self._embed(m.esm, block.protein, rows, m.esm.embed_dim, mean_pool_residues)
-        dna = self._embed(m.dnabert, block.dna, rows, m.dnabert.hidden_size, mean_pool_all_tokens)
-        scores = classifier_score(m.classifier, torch.cat([dna, protein], dim=1))
+        protein = self._embed(models.esm, block.protein, rows, models.esm.embed_dim, mean_pool_residues)
+        dna = self._embed(models.dnabert, block.dna, rows, models.dnabert.hidden_size, mean_pool_all_tokens)
+        features = torch.cat([dna, protein], dim=1)
+        scores = classifier_score(models.classifier, features)
+        finite = torch.isfinite(features).all(1) & torch.isfinite(scores).all(1)
+        return scores, dna, protein, finite
+
+    def _launch(self, block: Block, keep_embeddings: bool) -> _InFlight:
+        scores, dna, protein, finite = self._compute(self.models, block)
         self._count(block)
         host = lambda t: t.to("cpu", non_blocking=self.device.type == "cuda")  # noqa: E731
-        done = None
         result = _InFlight(block, host(scores), host(dna) if keep_embeddings else None,
-                           host(protein) if keep_embeddings else None, None)
+                           host(protein) if keep_embeddings else None, host(finite), None)
         if self.device.type == "cuda":
-            done = torch.cuda.Event()
-            done.record()
-            result.done = done
+            result.done = torch.cuda.Event()
+            result.done.record()
         return result
 
     def _finish(self, flight: _InFlight) -> ScoredBlock:
         if flight.done is not None:
             flight.done.synchronize()
         as_np = lambda t: None if t is None else t.numpy()  # noqa: E731
-        return ScoredBlock(flight.block.start, flight.block.ids, flight.scores.numpy().astype(np.float32, copy=False),
-                           as_np(flight.dna), as_np(flight.protein))
+        scored = ScoredBlock(flight.block.start, flight.block.ids,
+                             flight.scores.numpy().astype(np.float32, copy=False), as_np(flight.dna),
+                             as_np(flight.protein))
+        finite = flight.finite.numpy()
+        return scored if finite.all() else self._repair(flight.block, scored, finite)
+
+    def _repair(self, block: Block, scored: ScoredBlock, finite: np.ndarray) -> ScoredBlock:
+        """Recompute a block with a non-finite frame in fp32; NaN scores for frames that stay non-finite."""
+        bad = np.flatnonzero(~finite)
+        log.warning("%d frame(s) of the block at frame %d are not finite (first: %s); recomputing in fp32",
+                    bad.size, block.start, block.ids[bad[0]])
+        self.stats.recomputed_blocks += 1
+        fallback = self._fallback_models()
+        if fallback is not None:
+            scores, dna, protein, again = (t.cpu().numpy() for t in self._compute(fallback, block))
+            scored.scores[bad] = scores[bad]
+            for name, values in (("dna", dna), ("protein", protein)):
+                if getattr(scored, name) is not None:
+                    getattr(scored, name)[bad] = values[bad]
+            bad = bad[~again[bad]]
+        if bad.size:
+            self._give_up(scored, bad)
+        return scored
+
+    def _give_up(self, scored: ScoredBlock, bad: np.ndarray) -> None:
+        scored.scores[bad] = np.nan
+        for name in ("dna", "protein"):
+            if getattr(scored, name) is not None:
+                getattr(scored, name)[bad] = np.nan
+        scored.nonfinite = [scored.ids[i] for i in bad]
+        self.stats.nonfinite_frames += bad.size
+        log.error("%d frame(s) are not finite even in fp32 and get no score: %s%s", bad.size,
+                  ", ".join(scored.nonfinite[:10]), " ..." if bad.size > 10 else "")
+
+    def _fallback_models(self) -> LoadedModels | None:
+        if not self._fallback:
+            self._fallback.append(self._fallback_factory())
+        return self._fallback[0]
 
     def _count(self, block: Block) -> None:
         self.stats.frames += len(block)

@@ -1,79 +1,98 @@
-"""The three published prep files.
+"""The three published prep files, and random access to the prepared frames.
 
-- chunked.fasta: `>id` then the sequence wrapped at 60 columns (Biopython's FASTA writer).
+- chunked.fasta: `>id` then the sequence wrapped at FASTA_WIDTH columns (Biopython's FASTA writer).
 - identified_nucleotide.fasta / identified_protein.faa: `>id` and the whole sequence on one line, same ids in
-  the same order in both files.
+  the same order in both files (one record per kept frame).
+
+`prep` writes them; everything downstream reads frames through `FrameSource`: a small index (byte offsets and
+lengths, numpy) lets shards and DataLoader workers read any range [start, stop) without scanning, so host memory
+does not grow with the input.
 """
 
 from __future__ import annotations
 
-import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+
+import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.io.sequences import Record
-from virnucpro.prep.frames import Frame
+from virnucpro.io.atomic import atomic_write
 
 CHUNKED = "chunked.fasta"
 IDENTIFIED_NUCLEOTIDE = "identified_nucleotide.fasta"
 IDENTIFIED_PROTEIN = "identified_protein.faa"
-FASTA_WIDTH = 60
+INDEX_NAME = "frames.index.npz"
+FASTA_WIDTH = 60  # chunked.fasta line length (Biopython's FASTA writer)
 
 
-def wrap(seq: str) -> str:
-    """`seq` as lines of 60 characters, each ending in a newline."""
-    if len(seq) <= FASTA_WIDTH:
-        return seq + "\n"
-    return "\n".join(map(seq.__getitem__, _line_slices(len(seq)))) + "\n"
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One kept frame: `<chunk id>F1..F3/R1..R3`, its nucleotides and its protein."""
+
+    id: str
+    nucleotide: str
+    protein: str
 
 
-@functools.lru_cache(maxsize=4096)
-def _line_slices(length: int) -> tuple[slice, ...]:
-    # Chunks share a handful of lengths, so the slice objects are built once per length.
-    return tuple(slice(start, start + FASTA_WIDTH) for start in range(0, length, FASTA_WIDTH))
+def _scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offset of each record's header and length of each sequence line."""
+    offsets, lengths = [], []
+    position = 0
+    with open(path, "rb") as handle:
+        for number, header in enumerate(handle):
+            sequence = handle.readline()
+            if not header.startswith(b">") or not sequence:
+                raise InputError(path, "malformed prepared file (expected '>id' then one sequence line)", line=2 * number + 1)
+            offsets.append(position)
+            lengths.append(len(sequence.rstrip(b"\r\n")))
+            position += len(header) + len(sequence)
+    return np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int32)
 
 
-def write_chunked(handle: IO[str], records: Iterable[Record]) -> None:
-    handle.write("".join([f">{record.id}\n{wrap(record.seq)}" for record in records]))
+def build_index(prep_dir: Path) -> Path:
+    """Index both identified files once; returns the index path (written atomically)."""
+    prep_dir = Path(prep_dir)
+    nt_offsets, nt_lengths = _scan(prep_dir / IDENTIFIED_NUCLEOTIDE)
+    aa_offsets, aa_lengths = _scan(prep_dir / IDENTIFIED_PROTEIN)
+    if len(nt_offsets) != len(aa_offsets):
+        raise InputError(prep_dir, f"prepared files disagree: {len(nt_offsets)} nucleotide vs {len(aa_offsets)} protein frames")
+    index = prep_dir / INDEX_NAME
+    with atomic_write(index, "wb") as handle:
+        np.savez(handle, nt_offsets=nt_offsets, nt_lengths=nt_lengths, aa_offsets=aa_offsets, aa_lengths=aa_lengths)
+    return index
 
 
-def write_identified(nucleotide_handle: IO[str], protein_handle: IO[str], frames: Iterable[Frame]) -> None:
-    frames = list(frames)
-    nucleotide_handle.write("".join([f">{frame.id}\n{frame.nucleotide}\n" for frame in frames]))
-    protein_handle.write("".join([f">{frame.id}\n{frame.protein}\n" for frame in frames]))
+class FrameSource:
+    """Reads frames [start, stop) of an indexed prepared directory. Picklable: workers reopen the files lazily."""
 
+    def __init__(self, prep_dir: str | Path):
+        self.prep_dir = Path(prep_dir)
+        with np.load(self.prep_dir / INDEX_NAME) as index:
+            self.nt_offsets = index["nt_offsets"]
+            self.nt_lengths = index["nt_lengths"]
+            self.aa_offsets = index["aa_offsets"]
+            self.aa_lengths = index["aa_lengths"]
 
-def read_identified(nucleotide_path: str | Path, protein_path: str | Path) -> Iterator[Frame]:
-    """Stream both identified files in lockstep; ids must agree record by record."""
-    with open(nucleotide_path, encoding="utf-8") as nucleotides, open(protein_path, encoding="utf-8") as proteins:
-        nucleotide_records = _one_line_records(nucleotide_path, nucleotides)
-        protein_records = _one_line_records(protein_path, proteins)
-        for nucleotide, protein in _lockstep(nucleotide_path, protein_path, nucleotide_records, protein_records):
-            if nucleotide[1] != protein[1]:
-                raise InputError(
-                    protein_path, f"id differs from '{nucleotide[1]}' in {nucleotide_path}", record=protein[1], line=protein[0]
-                )
-            yield Frame(nucleotide[1], nucleotide[2], protein[2])
+    def __len__(self) -> int:
+        return len(self.nt_offsets)
 
+    def _read_lines(self, name: str, offsets: np.ndarray, start: int, stop: int) -> list[bytes]:
+        if start >= stop:
+            return []
+        end = offsets[stop] if stop < len(offsets) else None
+        with open(self.prep_dir / name, "rb") as handle:
+            handle.seek(int(offsets[start]))
+            blob = handle.read(-1 if end is None else int(end - offsets[start]))
+        return blob.splitlines()
 
-def _lockstep(nucleotide_path, protein_path, nucleotide_records, protein_records):
-    end = object()
-    while True:
-        nucleotide = next(nucleotide_records, end)
-        protein = next(protein_records, end)
-        if nucleotide is end and protein is end:
-            return
-        if nucleotide is end or protein is end:
-            longer, record = (protein_path, protein) if nucleotide is end else (nucleotide_path, nucleotide)
-            raise InputError(longer, "has more records than its partner file", record=record[1], line=record[0])
-        yield nucleotide, protein
-
-
-def _one_line_records(path, handle) -> Iterator[tuple[int, str, str]]:
-    """(header line number, id, sequence) of a file written as `>id` / sequence line pairs."""
-    for number, header in enumerate(handle, start=1):
-        sequence = next(handle, None)
-        if not header.startswith(">") or sequence is None or sequence.startswith(">"):
-            raise InputError(path, "malformed identified file (expected '>id' then one sequence line)", line=2 * number - 1)
-        yield 2 * number - 1, header[1:].strip(), sequence.rstrip("\r\n")
+    def read(self, start: int, stop: int) -> list[Frame]:
+        nt = self._read_lines(IDENTIFIED_NUCLEOTIDE, self.nt_offsets, start, stop)
+        aa = self._read_lines(IDENTIFIED_PROTEIN, self.aa_offsets, start, stop)
+        frames = []
+        for i in range(0, len(nt), 2):
+            frame_id = nt[i][1:].decode()
+            if aa[i][1:].decode() != frame_id:
+                raise InputError(self.prep_dir, "prepared files out of step", record=frame_id)
+            frames.append(Frame(frame_id, nt[i + 1].decode(), aa[i + 1].decode()))
+        return frames

@@ -138,13 +138,18 @@ def _flex() -> AttentionFn:
     return attend
 
 
-def _resolve(device: torch.device, requested: str, alibi: bool) -> str:
+HALF_ONLY = ("varlen", "flash")  # FlashAttention kernels: fp16 / bf16 inputs only
+
+
+def _resolve(device: torch.device, requested: str, alibi: bool, dtype: torch.dtype) -> str:
     if requested not in BACKENDS:
         raise ValueError(f"unknown attention backend '{requested}' (choose from {', '.join(BACKENDS)})")
     if requested != "auto":
         return requested
     if device.type != "cuda":
         return "sdpa"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return "padded"  # SDPA's memory-efficient kernel takes fp32
     if importlib.util.find_spec("flash_attn") is not None:
         return "flash"
     if alibi:
@@ -152,18 +157,22 @@ def _resolve(device: torch.device, requested: str, alibi: bool) -> str:
     return "varlen" if importlib.util.find_spec("torch.nn.attention.varlen") is not None else "padded"
 
 
-def select_backend(device: torch.device | str, requested: str = "auto", alibi: bool = False) -> AttentionFn:
-    """Return the varlen attention function for this device; called once when a model is built."""
+def select_backend(device: torch.device | str, requested: str = "auto", alibi: bool = False,
+                   dtype: torch.dtype = torch.bfloat16) -> AttentionFn:
+    """Return the varlen attention function for this device and q/k/v dtype; called once when a model is built."""
     device = torch.device(device)
-    name = _resolve(device, requested, alibi)
+    name = _resolve(device, requested, alibi, dtype)
     if name == "varlen" and alibi:  # one --attention flag serves both models; only DNABERT-S needs a bias
         log.warning("the varlen attention backend has no bias; using 'padded' for the ALiBi model")
         name = "padded"
-    if name in ("varlen", "flash") and device.type != "cuda":
+    if name in HALF_ONLY and dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"the {name} attention backend takes fp16/bf16 only, not {dtype} (use padded)")
+    if name in HALF_ONLY and device.type != "cuda":
         raise ValueError(f"the {name} attention backend needs a CUDA device, got {device}")
     factories = {"varlen": _torch_varlen, "flash": _flash_attn, "flex": _flex,
                  "padded": lambda: sdpa_padded, "sdpa": lambda: sdpa_per_sequence}
-    log.info("attention backend: %s (requested %s, device %s, alibi %s)", name, requested, device, alibi)
+    log.info("attention backend: %s (requested %s, device %s, %s, alibi %s)", name, requested, device,
+             str(dtype).replace("torch.", ""), alibi)
     fn = factories[name]()
     fn.backend_name = name
     return fn

@@ -9,7 +9,6 @@ our own `MLPClassifier`. The same loader reads plain state dicts (.pth/.pt) and 
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import pickletools
 import re
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from virnucpro.errors import ModelError
+from virnucpro.models.torch_files import load_torch_file
 
 PUBLISHED_INPUT_DIM = 768 + 2560  # DNABERT-S mean + ESM-2 3B mean, DNABERT first
 NUM_CLASSES = 2  # index 0 = others, index 1 = virus
@@ -91,8 +91,7 @@ def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], float]:
     """A torch.save file: either the published pickled module or a plain state dict."""
     _refuse_foreign_globals(path)
     try:
-        with _stand_ins_registered():
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_torch_file(path, _SAFE_GLOBALS)
     except pickle.UnpicklingError as error:
         # Reached only for files our scan could not read (legacy, non-zip format): torch names the global.
         raise ModelError(path, f"refused to unpickle: {_unpickler_refusal(error)}") from None
@@ -143,16 +142,6 @@ _ALLOWED_GLOBALS = frozenset(
     + ["torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"]
     + [f"torch.{kind}Storage" for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int")]
 )
-
-
-@contextlib.contextmanager
-def _stand_ins_registered():
-    if hasattr(torch.serialization, "safe_globals"):
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            yield
-    else:  # torch 2.4 has no context manager; the stand-ins are inert, so leaving them registered is harmless
-        torch.serialization.add_safe_globals(_SAFE_GLOBALS)
-        yield
 
 
 def _refuse_foreign_globals(path: Path) -> None:

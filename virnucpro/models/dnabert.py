@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from virnucpro.errors import ModelError
 from virnucpro.models import attention as varlen_attention
+from virnucpro.models.precision import FP32, Precision, as_precision
+from virnucpro.models.torch_files import load_torch_file
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -156,26 +158,30 @@ class DnaBert(nn.Module):
         self.num_layers = cfg.num_hidden_layers
         self.embeddings = Embeddings(cfg)
         self.encoder = Encoder(cfg)
+        self.precision = FP32
         self.set_attention(torch.device("cpu"))
         self.fuse_elementwise(False)
 
-    def set_precision(self, dtype: torch.dtype) -> "DnaBert":
-        """Linear layers compute in `dtype`; embeddings, LayerNorms and so the residual stream stay fp32.
+    def set_precision(self, precision: Precision | torch.dtype) -> "DnaBert":
+        """Linear layers (and attention) compute in `precision.gemm`; embeddings and LayerNorms, so the residual
+        stream, in `precision.residual`. Call set_attention afterwards (the kernel depends on the dtype).
 
         Post-LN BERT re-rounds the whole hidden state after every block: kept in bf16 that rounding compounds
-        over 24 blocks, kept in fp32 it costs only a cast of [tokens, hidden] per matmul.
+        over 24 LayerNorms, kept in fp32 it costs only a cast of [tokens, hidden] per matmul.
         """
-        self.to(dtype)
-        self.embeddings.float()
+        self.precision = as_precision(precision)
+        self.to(self.precision.gemm)
+        self.embeddings.to(self.precision.residual)
         for module in self.modules():
             if isinstance(module, nn.LayerNorm):
-                module.float()
+                module.to(self.precision.residual)
         return self
 
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
         """Choose the varlen attention backend once; slopes stay fp32 whatever the weights' dtype."""
         device = torch.device(device)
-        self._attention = varlen_attention.select_backend(device, requested, alibi=True)
+        self._attention = varlen_attention.select_backend(device, requested, alibi=True, dtype=self.precision.gemm)
+        self.attention_backend = getattr(self._attention, "backend_name", requested)
         self._alibi_slopes = torch.tensor(alibi_slopes(self.config.num_attention_heads), dtype=torch.float32,
                                           device=device)
 
@@ -249,10 +255,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path)
     except Exception as error:
         raise ModelError(path, f"unreadable weights: {error}") from error
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
@@ -285,11 +288,12 @@ def check_state_dict(state: dict, expected: dict, path: Path, prefix: str) -> No
             raise ModelError(path, "unexpected weight (not a DNABERT-S / MosaicBERT checkpoint?)", key=prefix + name)
 
 
-def load_dnabert(folder: str | os.PathLike, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 attention: str = "auto") -> DnaBert:
+def load_dnabert(folder: str | os.PathLike, device: torch.device | str = "cpu",
+                 precision: Precision | torch.dtype = FP32, attention: str = "auto") -> DnaBert:
     """Build DnaBert from a Hugging Face DNABERT-S folder (config.json + model.safetensors | pytorch_model.bin).
 
-    `dtype` is the Linear layers' compute dtype (see DnaBert.set_precision); `attention` names the varlen backend.
+    `precision` (or a dtype: the Linear layers' compute dtype) see DnaBert.set_precision; `attention` names the
+    varlen backend.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -301,6 +305,6 @@ def load_dnabert(folder: str | os.PathLike, device: torch.device | str = "cpu", 
         model = DnaBert(cfg)
     check_state_dict(state, model.state_dict(), path, prefix)
     model.load_state_dict(state, strict=True, assign=True)
-    model = model.to(device=device).set_precision(dtype).eval().requires_grad_(False)
+    model = model.to(device=device).set_precision(precision).eval().requires_grad_(False)
     model.set_attention(torch.device(device), attention)
     return model

@@ -12,15 +12,13 @@ A fused QKV projection was measured on an H100 (3B shape, bf16, varlen attention
 so the three projections stay separate.
 
 Checkpoints: fair-esm `.pt` files ({"model": state dict, "cfg": {"model": Namespace}} or older {"args": ...}),
-read with weights_only=True and mmap; or `.safetensors` with the same (stripped) names and the shape under the
+read through models.torch_files (weights_only, mmap); or `.safetensors` with the same (stripped) names and the shape under the
 header metadata key "virnucpro" as JSON: {"model": "esm2", "num_layers", "embed_dim", "attention_heads",
 "token_dropout"} (see `safetensors_metadata`).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import json
 import logging
 import re
@@ -34,12 +32,13 @@ import torch.nn.functional as F
 from virnucpro.errors import ModelError
 from virnucpro.models import attention as attention_backends
 from virnucpro.models.attention import sequence_of_token
+from virnucpro.models.precision import FP32, Precision, as_precision
+from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file
 
 log = logging.getLogger(__name__)
 
 MASK_RATIO_TRAIN = 0.15 * 0.8  # fair-esm's token-dropout constant
 MASK_ID = 32  # <mask> in the ESM-1b alphabet (tokenize/protein.py)
-ESM2_FILES = {"650M": "esm2_t33_650M_UR50D.pt", "3B": "esm2_t36_3B_UR50D.pt", "15B": "esm2_t48_15B_UR50D.pt"}
 SAFETENSORS_KEY = "virnucpro"
 _PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
 _IGNORED_PREFIXES = ("lm_head.", "contact_head.")
@@ -72,9 +71,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Rotary in fp32, returned in `dtype` (default: x's)."""
     x32 = x.to(torch.float32)
-    return (x32 * cos + rotate_half(x32) * sin).to(x.dtype)
+    return (x32 * cos + rotate_half(x32) * sin).to(dtype or x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -89,18 +89,22 @@ class SelfAttention(nn.Module):
         self.rot_emb = RotaryEmbedding(self.head_dim)
 
 
-def attention_inputs(x, norm: nn.LayerNorm, attn: SelfAttention, cos, sin):
-    """Pre-LN, q/k/v projections and rotary: everything before the attention kernel."""
-    h = norm(x)
+def attention_inputs(x, norm: nn.LayerNorm, attn: SelfAttention, cos, sin, attention_dtype: torch.dtype):
+    """Pre-LN (in the residual's dtype), q/k/v projections (in the weights' dtype) and rotary (fp32): everything
+    before the attention kernel, which gets q/k/v in `attention_dtype`."""
+    h = norm(x).to(attn.q_proj.weight.dtype)
     shape = (x.shape[0], attn.heads, attn.head_dim)
     q, k, v = attn.q_proj(h).view(shape), attn.k_proj(h).view(shape), attn.v_proj(h).view(shape)
-    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+    return (apply_rotary(q, cos, sin, attention_dtype), apply_rotary(k, cos, sin, attention_dtype),
+            v.to(attention_dtype))
 
 
 def attention_output_and_ffn(x, context, layer: "TransformerLayer"):
-    """Output projection, residual, pre-LN feed-forward (exact erf gelu, as fair-esm), residual."""
-    x = x + layer.self_attn.out_proj(context.reshape(x.shape))
-    return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
+    """Output projection, residual, pre-LN feed-forward (exact erf gelu, as fair-esm), residual. The residual
+    stream keeps its own dtype (fp32 by default); the GEMMs take their inputs in the weights' dtype."""
+    gemm = layer.fc1.weight.dtype
+    x = x + layer.self_attn.out_proj(context.reshape(x.shape).to(gemm))
+    return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x).to(gemm))))
 
 
 class TransformerLayer(nn.Module):
@@ -112,9 +116,9 @@ class TransformerLayer(nn.Module):
         self.fc2 = nn.Linear(4 * embed_dim, embed_dim)
         self.final_layer_norm = nn.LayerNorm(embed_dim)
 
-    def forward(self, x, rotary, cu_seqlens, max_len, attend, regions) -> torch.Tensor:
+    def forward(self, x, rotary, cu_seqlens, max_len, attend, regions, attention_dtype) -> torch.Tensor:
         before, after = regions
-        q, k, v = before(x, self.self_attn_layer_norm, self.self_attn, *rotary)
+        q, k, v = before(x, self.self_attn_layer_norm, self.self_attn, *rotary, attention_dtype)
         context = attend(q, k, v, cu_seqlens, max_len, scale=self.self_attn.head_dim ** -0.5)
         return after(x, context, self)
 
@@ -133,8 +137,20 @@ class ESM2(nn.Module):
         self.embed_tokens = nn.Embedding(vocab, embed_dim, padding_idx=1)
         self.layers = nn.ModuleList(TransformerLayer(embed_dim, heads) for _ in range(num_layers))
         self.emb_layer_norm_after = nn.LayerNorm(embed_dim)
+        self.precision = FP32
         self.set_attention("cpu", attention)
         self.fuse_elementwise(False)
+
+    def set_precision(self, precision: Precision) -> "ESM2":
+        """GEMM weights in `precision.gemm`; embeddings, LayerNorms (so the residual stream) in
+        `precision.residual`; rotary stays fp32. Call set_attention afterwards (the kernel depends on the dtype)."""
+        self.precision = precision
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.to(precision.gemm)
+            elif isinstance(module, (nn.LayerNorm, nn.Embedding)):
+                module.to(precision.residual)
+        return self
 
     def fuse_elementwise(self, enabled: bool) -> None:
         """Let torch.compile fuse the LayerNorm/rotary/gelu/residual work around the GEMMs (attention stays
@@ -161,8 +177,9 @@ class ESM2(nn.Module):
         return super()._load_from_state_dict(*args, **kwargs)
 
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
-        """Choose the varlen attention backend once, for the device the model will run on."""
-        self._attend = attention_backends.select_backend(device, requested, alibi=False)
+        """Choose the varlen attention backend once, for the device and attention dtype the model will run in."""
+        self._attend = attention_backends.select_backend(device, requested, alibi=False,
+                                                         dtype=self.precision.attention)
         self.attention_backend = getattr(self._attend, "backend_name", requested)
 
     def embed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
@@ -171,10 +188,13 @@ class ESM2(nn.Module):
             return x
         is_mask = input_ids == MASK_ID
         x = x.masked_fill(is_mask[:, None], 0.0)
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(x.dtype)
-        masked = torch.zeros(len(lengths), device=x.device, dtype=x.dtype).index_add_(0, sequence, is_mask.to(x.dtype))
-        observed = masked / lengths
-        return x * (1 - MASK_RATIO_TRAIN) / (1 - observed)[sequence, None]
+        # The rescaling factor is computed in fp32 whatever x's dtype (in bf16, 0.88 itself and lengths > 256
+        # would not be exact).
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.float32)
+        masked = torch.zeros(len(lengths), device=x.device, dtype=torch.float32).index_add_(
+            0, sequence, is_mask.to(torch.float32))
+        factor = (1 - MASK_RATIO_TRAIN) / (1 - masked / lengths)
+        return (x.to(torch.float32) * factor[sequence, None]).to(x.dtype)
 
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
         """input_ids [T] int64 (packed), cu_seqlens [n+1] int32 -> hidden [T, embed_dim] after the final LN."""
@@ -182,7 +202,7 @@ class ESM2(nn.Module):
         positions = torch.arange(input_ids.shape[0], device=input_ids.device) - cu_seqlens.long()[sequence]
         x = self.embed(input_ids, cu_seqlens, sequence)
         for layer, rotary in zip(self.layers, self.rotary_tables(positions)):
-            x = layer(x, rotary, cu_seqlens, max_len, self._attend, self._regions)
+            x = layer(x, rotary, cu_seqlens, max_len, self._attend, self._regions, self.precision.attention)
         return self.emb_layer_norm_after(x)
 
 
@@ -215,14 +235,6 @@ class Esm2Shape:
     token_dropout: bool = True
 
 
-def resolve_esm2_path(name_or_path: str | Path, models_dir: str | Path | None = None) -> Path:
-    """"650M" / "3B" / "15B" -> the fair-esm file name inside models_dir; anything else is a path."""
-    name = str(name_or_path)
-    if name in ESM2_FILES:
-        return Path(models_dir or ".") / ESM2_FILES[name]
-    return Path(name)
-
-
 def strip_prefixes(state_dict: dict) -> dict:
     """fair-esm's upgrade_state_dict: drop the leading 'encoder.sentence_encoder.' or 'encoder.'."""
     return {_PREFIX.sub("", name): tensor for name, tensor in state_dict.items()}
@@ -244,18 +256,9 @@ def _shape_from_namespace(path: Path, data: dict) -> Esm2Shape:
     return Esm2Shape(**values, token_dropout=bool(getattr(ns, "token_dropout", True)))
 
 
-def allow_namespace():
-    """Context in which weights_only torch.load accepts argparse.Namespace (fair-esm's cfg) and nothing else new."""
-    if hasattr(torch.serialization, "safe_globals"):  # torch >= 2.5
-        return torch.serialization.safe_globals([argparse.Namespace])
-    torch.serialization.add_safe_globals([argparse.Namespace])  # torch 2.4: process-wide, same effect
-    return contextlib.nullcontext()
-
-
 def _read_pt(path: Path) -> tuple[dict, Esm2Shape]:
     try:
-        with allow_namespace():
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        data = load_torch_file(path, FAIR_ESM_GLOBALS)
     except Exception as error:  # torch raises many types (pickle, zip, runtime) for a non-checkpoint file
         raise ModelError(path, f"not a readable fair-esm checkpoint: {type(error).__name__}: "
                                f"{str(error).splitlines()[0] if str(error) else ''}") from error
@@ -323,7 +326,7 @@ def _check_shape(path: Path, state: dict, shape: Esm2Shape) -> None:
 
 
 def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | str = "cpu",
-                         dtype: torch.dtype = torch.float32, attention: str = "auto",
+                         precision: Precision | torch.dtype = FP32, attention: str = "auto",
                          source: str | Path = "<state dict>") -> ESM2:
     """Packed ESM-2 from a fair-esm state dict (prefixes already stripped); `source` names it in errors."""
     source = Path(source)
@@ -334,18 +337,18 @@ def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | s
     state = _check_state(source, state, model.state_dict())
     state = {k: v.to(torch.float32) if k.endswith("rot_emb.inv_freq") else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
-    model = model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device).set_precision(as_precision(precision)).eval()
     model.set_attention(device, attention)
     return model
 
 
-def load_esm2(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-              attention: str = "auto", models_dir: str | Path | None = None) -> ESM2:
-    """Packed ESM-2 with the checkpoint's weights, on `device` in `dtype` (rotary stays fp32), eval mode."""
-    path = resolve_esm2_path(path, models_dir)
+def load_esm2(path: str | Path, device: torch.device | str = "cpu", precision: Precision | torch.dtype = FP32,
+              attention: str = "auto") -> ESM2:
+    """Packed ESM-2 with the checkpoint's weights, on `device` in `precision` (a dtype means: GEMMs and
+    attention in it, residual stream fp32), eval mode."""
+    path = Path(path)
     state, shape = read_esm2_checkpoint(path)
-    model = esm2_from_state_dict(state, shape, device, dtype, attention, source=path)
+    model = esm2_from_state_dict(state, shape, device, precision, attention, source=path)
     log.info("ESM-2 %s: %d layers x %d, %d heads, %s on %s, attention %s", path.name, shape.num_layers,
-             shape.embed_dim, shape.attention_heads, str(dtype).replace("torch.", ""), device,
-             model.attention_backend)
+             shape.embed_dim, shape.attention_heads, model.precision.describe(), device, model.attention_backend)
     return model

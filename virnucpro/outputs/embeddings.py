@@ -90,17 +90,6 @@ class EmbeddingsWriter:
             self.abort()
 
 
-def write_embeddings_h5(
-    path: str | Path, ids: Sequence[str], dna: np.ndarray, protein: np.ndarray, models: Mapping[str, str]
-) -> None:
-    """Write all embeddings at once (see EmbeddingsWriter for block-by-block writing)."""
-    dna, protein = np.asarray(dna, dtype=np.float32), np.asarray(protein, dtype=np.float32)
-    if dna.ndim != 2 or protein.ndim != 2:
-        raise ValueError(f"embeddings must be 2-d, got dnabert {dna.shape} and esm {protein.shape}")
-    with EmbeddingsWriter(path, dna.shape[1], protein.shape[1], models) as writer:
-        writer.append(ids, dna, protein)
-
-
 def read_embeddings_h5(path: str | Path) -> Embeddings:
     path = Path(path)
     try:

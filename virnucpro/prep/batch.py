@@ -16,11 +16,11 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from virnucpro.io.prep_files import FASTA_WIDTH
 from virnucpro.io.sequences import Record
 from virnucpro.prep.chunking import ChunkLayout, chunk_count, chunk_layout, chunk_range_layout
 from virnucpro.prep.translate import FILL
 
-FASTA_WIDTH = 60  # published chunked.fasta line length (Biopython's FASTA writer)
 _CHUNK_INFIX = np.frombuffer(b"_chunk_", dtype=np.uint8)
 
 
@@ -81,15 +81,6 @@ def batch_of_records(ids: list[str], sequences: list[str], size: int) -> ChunkBa
     record_offsets = np.cumsum(lengths) - lengths
     offsets = record_offsets[layout.sequence] + layout.start
     return _batch("".join(sequences), offsets, layout.length, chunk_id_rows(ids, layout), size)
-
-
-def batch_of_chunks(chunks: Sequence[Record]) -> ChunkBatch:
-    """Chunks already cut, ids as given (no chunk number appended)."""
-    sequences = [chunk.seq for chunk in chunks]
-    lengths = _lengths(sequences)
-    offsets = np.cumsum(lengths) - lengths
-    ids = padded_text_rows([chunk.id for chunk in chunks])
-    return _batch("".join(sequences), offsets, lengths, ids, int(lengths.max(initial=1)))
 
 
 def _long_record_batches(record: Record, size: int, batch_bases: int) -> Iterator[ChunkBatch]:

@@ -14,11 +14,8 @@ in numpy. (Tests compare both with the literal published loop.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-
-from virnucpro.io.sequences import Record
 
 PUBLISHED_CHUNK_LENGTHS = (300, 500)
 
@@ -100,15 +97,3 @@ def chunk_count(length: int, size: int) -> int:
 
 def chunk_id(record_id: str, number: int) -> str:
     return f"{record_id}_chunk_{number}"
-
-
-def iter_chunks(record: Record, size: int) -> Iterator[Record]:
-    """Chunks of one record, lazily: original letter case kept, description empty."""
-    seq = record.seq
-    for number, start in enumerate(chunk_starts(len(seq), size), start=1):
-        yield Record(chunk_id(record.id, number), seq[start : start + size], "")
-
-
-def chunk_record(record: Record, chunk_length: int) -> list[Record]:
-    """Chunks of one record (as the published writer: original letter case, description empty)."""
-    return list(iter_chunks(record, chunk_length))

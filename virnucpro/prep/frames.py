@@ -7,19 +7,17 @@ id + F1..F3 / R1..R3.
 
 `kept_frames` selects them for a whole ChunkBatch and gathers their residues and nucleotides as two matrices
 (one row per kept frame, FILL where a row has no letter): strided reads of the chunk and codon matrices, no
-Python work per frame. `identify_frames` is the per-chunk interface (Frame objects), built on it.
+Python work per frame.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from virnucpro.io.sequences import Record
-from virnucpro.prep.batch import ChunkBatch, batch_of_chunks
+from virnucpro.prep.batch import ChunkBatch
 from virnucpro.prep.translate import (
     FILL,
     FORWARD_STOP,
@@ -36,15 +34,6 @@ from virnucpro.prep.translate import (
 FRAME_SUFFIXES = ("F1", "F2", "F3", "R1", "R2", "R3")
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One kept frame (identify_frames; read_identified reads them back from the identified files)."""
-
-    id: str
-    nucleotide: str
-    protein: str
-
-
 @dataclass(frozen=True)
 class KeptFrames:
     """Kept frames of a batch in output order (chunk, then F1..F3, R1..R3)."""
@@ -56,25 +45,6 @@ class KeptFrames:
 
     def __len__(self) -> int:
         return self.chunk.size
-
-
-def identify_frames(chunk: Record) -> list[Frame]:
-    return identify_frames_batch([chunk])[0]
-
-
-def identify_frames_batch(chunks: Sequence[Record]) -> list[list[Frame]]:
-    """Kept frames of each chunk (already cut; ids are the chunk ids), F1..R3 order. The prep pipeline itself
-    never builds Frame objects: it writes the matrices of `kept_frames` directly."""
-    kept = kept_frames(batch_of_chunks(chunks))
-    frames: list[list[Frame]] = [[] for _ in chunks]
-    rows = zip(kept.chunk.tolist(), kept.frame.tolist(), kept.nucleotides, kept.residues)
-    for chunk, frame, nucleotide, protein in rows:
-        frames[chunk].append(Frame(chunks[chunk].id + FRAME_SUFFIXES[frame], _letters(nucleotide), _letters(protein)))
-    return frames
-
-
-def _letters(row: np.ndarray) -> str:
-    return row.tobytes().replace(bytes([FILL]), b"").decode("ascii")
 
 
 def kept_frames(batch: ChunkBatch) -> KeptFrames:

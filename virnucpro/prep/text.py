@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from virnucpro.prep.batch import FASTA_WIDTH, ChunkBatch
+from virnucpro.io.prep_files import FASTA_WIDTH
+from virnucpro.prep.batch import ChunkBatch
 from virnucpro.prep.frames import FRAME_SUFFIXES, KeptFrames
 from virnucpro.prep.translate import FILL
 

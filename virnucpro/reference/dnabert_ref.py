@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from virnucpro.models.torch_files import load_torch_file
+
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
     if (folder / "model.safetensors").is_file():
@@ -24,7 +26,7 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 
         raw = load_file(str(folder / "model.safetensors"))
     else:
-        raw = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        raw = load_torch_file(folder / "pytorch_model.bin")
     return {key.removeprefix("bert."): tensor.to(torch.float32) for key, tensor in raw.items()}
 
 
@@ -63,7 +65,7 @@ def _attention(x: torch.Tensor, w: dict, prefix: str, heads: int, slopes: torch.
     qkv = _linear(x, w, prefix + "attention.self.Wqkv")
     q, k, v = (qkv[:, i * hidden:(i + 1) * hidden].reshape(length, heads, head_dim).permute(1, 0, 2)
                for i in range(3))
-    position = torch.arange(length, dtype=torch.float32)
+    position = torch.arange(length, dtype=torch.float32, device=x.device)
     distance = (position[None, :] - position[:, None]).abs()
     bias = -slopes[:, None, None] * distance[None]  # [heads, L, L]
     scores = q @ k.transpose(1, 2) / math.sqrt(head_dim) + bias
@@ -76,8 +78,9 @@ def reference_hidden_states(config: dict, w: dict, ids: Sequence[int]) -> torch.
     eps = float(config["layer_norm_eps"])
     heads = int(config["num_attention_heads"])
     inter = int(config["intermediate_size"])
-    slopes = _slopes(heads)
-    ids_tensor = torch.as_tensor(list(ids), dtype=torch.long)
+    device = w["embeddings.word_embeddings.weight"].device
+    slopes = _slopes(heads).to(device)
+    ids_tensor = torch.as_tensor(list(ids), dtype=torch.long, device=device)
     x = w["embeddings.word_embeddings.weight"][ids_tensor] + w["embeddings.token_type_embeddings.weight"][0]
     x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], eps)
     for n in range(int(config["num_hidden_layers"])):
@@ -100,18 +103,19 @@ def reference_token_ids(folder: str | os.PathLike, seqs: Sequence[str]) -> list[
 
 
 @torch.no_grad()
-def reference_dnabert_embeddings(folder: str | os.PathLike, seqs: Sequence[str],
+def reference_dnabert_embeddings(folder: str | os.PathLike, seqs: Sequence[str], device: str = "cpu",
                                  token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
-    """[n, hidden] float32: mean of the last hidden states over all tokens ([CLS], [SEP] included).
+    """[n, hidden] float32: mean of the last hidden states over all tokens ([CLS], [SEP] included), computed
+    in fp32 on `device` (on CUDA with TF32 off).
 
     `token_ids` (one list per sequence) replaces transformers' tokenization, for callers that must not need
     transformers (`virnucpro selftest` in the image tokenizes with the `tokenizers` library directly).
     """
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    w = _weights(folder)
+    w = {name: tensor.to(device) for name, tensor in _weights(folder).items()}
     ids_per_seq = reference_token_ids(folder, seqs) if token_ids is None else token_ids
     rows = [reference_hidden_states(config, w, ids).mean(dim=0) for ids in ids_per_seq]
     if not rows:
         return np.zeros((0, int(config["hidden_size"])), dtype=np.float32)
-    return torch.stack(rows).numpy().astype(np.float32)
+    return torch.stack(rows).cpu().numpy().astype(np.float32)

@@ -9,13 +9,13 @@ Slow on purpose; the oracle of the tests (tests/test_esm2.py, the GPU fidelity t
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, allowed_globals
 
 MAX_POOLED_RESIDUES = 1024
 
@@ -25,12 +25,7 @@ def load_fair_esm(checkpoint_path: str | Path):
     torch >= 2.6 treats as weights_only=True; allowing argparse.Namespace keeps it on the safe unpickler."""
     import esm
 
-    if hasattr(torch.serialization, "safe_globals"):
-        allowed = torch.serialization.safe_globals([argparse.Namespace])
-    else:  # torch 2.4
-        torch.serialization.add_safe_globals([argparse.Namespace])
-        allowed = contextlib.nullcontext()
-    with allowed:
+    with allowed_globals(FAIR_ESM_GLOBALS):
         model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(checkpoint_path))
     return model.float().eval(), alphabet
 

@@ -1,17 +1,19 @@
 """Run directories that survive anything: plan, shard, checkpoint, resume, aggregate.
 
-API (what `predict`, SLURM and `status` call):
+API (what the commands and the SLURM tasks call; `options` defaults to RunOptions(), the commands build it from
+EnvConfig with RunOptions.from_env):
 
     plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus=None, min_shards=0, options=None, prepare=None) -> Manifest
         Create cfg.outdir (prep + frame index + token-balanced shard plan + manifest.json) or, if it exists,
         check input sha256 / chunk length / model sha256s / precision / --save-embeddings are unchanged and
         return the stored manifest (RunStateError naming every difference unless cfg.force_restart, which
         clears prep, shards and outputs). Shard count = max(min_shards, shards_for_gpus(gpus), tokens / shard_tokens),
-        fixed here so a resume with another GPU count works.
+        fixed here so a resume with another GPU count works. Model names are resolved in the store (run.models).
     run_shards(rundir, cfg, env, gpus=None, *, devices=None, scorer_factory=None, options=None) -> list[int]
         Score every pending shard: in this process on CPU / one GPU, else one spawned process per GPU
         (CUDA_VISIBLE_DEVICES set per child; models loaded once per child; shards pulled from a queue).
         devices=None -> select_devices(cfg.engine, gpus or cfg.gpus) (all visible GPUs by default).
+        scorer_factory: (EngineConfig) -> scorer; default ScorerFactory(resolve_models(cfg, env), env).
     run_shard(rundir, index, scorer, *, options=None, device="cpu", progress=None) -> ShardResult
         One shard: verify existing parts, redo torn ones, score the gaps, write parts from a writer thread
         (temp name, fsync, rename: part-<start>-<stop>.h5), write `.done` last.
@@ -22,14 +24,16 @@ API (what `predict`, SLURM and `status` call):
     predict_run(cfg, env, *, scorer_factory=None, options=None, prepare=None) -> AggregateReport
         plan_run + run_shards + aggregate: the whole of `virnucpro predict` after argument parsing.
     shard_status(rundir) -> list[ShardStatus];  pending_shards(rundir) -> list[int];  is_complete(rundir)
-    default_options() / RunOptions.from_env(env) (EnvConfig, read once per process): part cadence (VIRNUCPRO_PART_FRAMES / _PART_SECONDS), shard size
-        (VIRNUCPRO_SHARD_TOKENS) and the test kill hook VIRNUCPRO_TEST_KILL_AT=<event>:<n>.
+    RunOptions(part_frames, part_seconds, block_frames, shard_tokens, on_event): checkpoint cadence and shard size
+        (EnvConfig: VIRNUCPRO_PART_FRAMES / _PART_SECONDS / _BLOCK_FRAMES / _SHARD_TOKENS) and the event hook,
+        called at the moments named in run.options.RUN_EVENTS (a no-op unless a caller installs one).
+    manifest_config(rundir, device) -> PredictConfig: what a shard process runs, from the manifest.
 
 Errors: RunStateError (not resumable as asked, incomplete shards, disk full: one line, resumable state).
 """
 
 from virnucpro.run.aggregate import AggregateReport, aggregate
-from virnucpro.run.manifest import Manifest, RunIdentity
+from virnucpro.run.manifest import Manifest, RunIdentity, manifest_config
 from virnucpro.run.multigpu import ScorerFactory, run_shards, select_devices
 from virnucpro.run.options import RunOptions
 from virnucpro.run.pipeline import predict_run
@@ -39,6 +43,6 @@ from virnucpro.run.status import ShardStatus, is_complete, pending_shards, shard
 
 __all__ = [
     "AggregateReport", "Manifest", "RunIdentity", "RunOptions", "ScorerFactory", "ShardResult", "ShardStatus",
-    "aggregate", "is_complete", "pending_shards", "plan_run", "plan_shards", "predict_run", "run_shard",
-    "run_shards", "select_devices", "shard_status",
+    "aggregate", "is_complete", "manifest_config", "pending_shards", "plan_run", "plan_shards", "predict_run",
+    "run_shard", "run_shards", "select_devices", "shard_status",
 ]

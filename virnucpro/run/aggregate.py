@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from virnucpro.engine.source import FrameSource
 from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
+from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.manifest import Manifest
-from virnucpro.run.options import RunOptions, default_options
+from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import done_path, is_done, read_part
 from virnucpro.run.rundir import EMBEDDINGS, HIGHEST_SCORE, PREDICTIONS, SUMMARY, RunDir, disk_errors
 from virnucpro.run.shard import missing_ranges, verified_parts
@@ -110,19 +110,19 @@ def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, options
     parts = list(iter_scored(run, manifest, source, with_embeddings=False))
     ids = [frame_id for part in parts for frame_id in part.ids]
     scores = np.concatenate([part.scores for part in parts]) if parts else np.zeros((0, 2), np.float32)
-    options.kill.hit("aggregate")
+    options.on_event("aggregate")
     write_prediction_results(run.output(PREDICTIONS), ids, scores)
     rows = highest_score(ids, scores)
-    options.kill.hit("aggregate")
+    options.on_event("aggregate")
     write_highest_score(run.output(HIGHEST_SCORE), rows)
     counts, owner = sequence_chunks(Path(manifest.identity.input["path"]), manifest.identity.chunk_length)
     maxima = chunk_maxima(ids, scores[:, 0], scores[:, 1])
     summaries = summarize(counts, dict(rows), {c: m.best_virus for c, m in maxima.items()}, owner)
-    options.kill.hit("aggregate")
+    options.on_event("aggregate")
     write_summary(run.output(SUMMARY), summaries)
     outputs = [PREDICTIONS, HIGHEST_SCORE, SUMMARY]
     if manifest.identity.save_embeddings:
-        options.kill.hit("aggregate")
+        options.on_event("aggregate")
         _write_embeddings(run, manifest, source)
         outputs.append(EMBEDDINGS)
     return AggregateReport(len(ids), len(rows), sum(is_virus for _, is_virus in rows), len(counts), outputs)
@@ -130,7 +130,7 @@ def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, options
 
 def aggregate(rundir, options: RunOptions | None = None) -> AggregateReport:
     """Check every shard, write the final outputs (each atomically), then `complete.json`."""
-    options = options or default_options()
+    options = options or RunOptions()
     run = RunDir(rundir)
     manifest = Manifest.load(run.manifest)
     _refuse_incomplete(run, manifest)

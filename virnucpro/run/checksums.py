@@ -7,17 +7,7 @@ import json
 from pathlib import Path
 
 from virnucpro.io.atomic import write_text_atomic
-
-_CHUNK = 8 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
+from virnucpro.store.lockfile import sha256_file
 
 class ChecksumCache:
     """A JSON file mapping 'path|size|mtime_ns' to sha256; a changed file gets a new key and is rehashed."""

@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from virnucpro import __version__
+from virnucpro.config import EngineConfig, ModelPaths, PredictConfig
 from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
+from virnucpro.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +100,13 @@ def check_resumable(manifest_path: Path, old: Manifest, new: RunIdentity) -> Non
                             "(use --force-restart to start this run directory over)")
     if old.code_version != __version__:
         log.warning("%s was started by virnucpro %s, resuming with %s", manifest_path, old.code_version, __version__)
+
+
+def manifest_config(rundir, device: str) -> PredictConfig:
+    """The PredictConfig a shard process needs, rebuilt from the manifest (its resolved model files)."""
+    identity = Manifest.load(RunDir(rundir).manifest).identity
+    models = ModelPaths(**{role: entry["path"] for role, entry in identity.models.items()})
+    engine = EngineConfig(device=device, precision=identity.precision,
+                          compile_cache=str(RunDir(rundir).compile_cache))
+    return PredictConfig(input=identity.input["path"], outdir=rundir, chunk_length=identity.chunk_length,
+                         models=models, engine=engine, save_embeddings=identity.save_embeddings)

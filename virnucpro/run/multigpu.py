@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.errors import ModelError, RunStateError, VirNucProError
 from virnucpro.run.manifest import Manifest
-from virnucpro.run.options import RunOptions, default_options
+from virnucpro.run.models import resolve_models
+from virnucpro.run.options import RunOptions
 from virnucpro.run.rundir import RunDir, attach_log_file
 from virnucpro.run.shard import run_shard
 from virnucpro.run.status import pending_shards
@@ -24,16 +25,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ScorerFactory:
-    """Picklable recipe for a Scorer on a given device (spawned GPU processes call it once)."""
+    """Picklable recipe for a Scorer of these model files on a given device (spawned GPU processes call it once).
 
-    models: ModelPaths
+    Anything with the same call signature and a `score_range` like engine.scorer.Scorer can stand in for it
+    (`scorer_factory=` of run_shards / predict_run, ShardTask)."""
+
+    files: ModelPaths  # resolved: see run.models.resolve_models
     env: EnvConfig
-    chunk_length: int
 
     def __call__(self, engine: EngineConfig):
         from virnucpro.engine.scorer import Scorer
 
-        return Scorer.load(self.models, engine, self.env, chunk_length=self.chunk_length)
+        return Scorer.load(self.files, engine, self.env)
 
 
 def select_devices(engine: EngineConfig, gpus: int = 0) -> list[str]:
@@ -63,13 +66,13 @@ def run_shards(rundir, cfg: PredictConfig, env: EnvConfig, gpus: int | None = No
     """Score all pending shards on `devices` (default: select_devices(cfg.engine, gpus or cfg.gpus)).
 
     Returns the shards scored; RunStateError when some did not finish (rerun to resume)."""
-    options = options or default_options()
+    options = options or RunOptions()
     run = RunDir(rundir)
     pending = pending_shards(run.root)
     if not pending:
         return []
     devices = devices or select_devices(cfg.engine, cfg.gpus if gpus is None else gpus)
-    factory = scorer_factory or ScorerFactory(cfg.models, env, cfg.chunk_length)
+    factory = scorer_factory or ScorerFactory(resolve_models(cfg, env), env)
     manifest = Manifest.load(run.manifest)
     display = ProgressDisplay(manifest.frames, manifest.tokens, enabled=not env.no_progress,
                               done_frames=manifest.frames - sum(manifest.shards[i][1] - manifest.shards[i][0] for i in pending))
@@ -86,7 +89,7 @@ def run_shards(rundir, cfg: PredictConfig, env: EnvConfig, gpus: int | None = No
 def _load_scorer(run: RunDir, factory, engine: EngineConfig, device: str):
     telemetry = Telemetry(run.telemetry)
     with telemetry.stage("load_models", device=device):
-        scorer = factory(replace(engine, device=device))
+        scorer = factory(replace(engine, device=device, compile_cache=engine.compile_cache or str(run.compile_cache)))
     telemetry.event("scorer", device=device, identity=getattr(scorer, "identity", None))
     return scorer
 

@@ -1,42 +1,24 @@
-"""Run-time knobs of the checkpointing machinery, read once at start-up, and the test kill hook.
+"""Run-time knobs of the checkpointing machinery (from EnvConfig) and the run's event hook.
 
-VIRNUCPRO_TEST_KILL_AT=<event>:<n> makes the process SIGKILL itself the n-th time it reaches the named point
-(events: prep, plan, block, part-write, part, shard-done, aggregate). Only the reliability tests set it.
+`RunOptions.on_event(name)` is called at the named moments of a run (RUN_EVENTS, in order of a run's life:
+after prep, before the manifest is written, after each scored block, before a part's rename, after a part is
+written, after a shard's `.done`, before each final output). The default does nothing; the reliability tests
+install a hook there (tests/fault_runner.py kills the process at the n-th occurrence of an event).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 from virnucpro.config import EnvConfig
 
-KILL_EVENTS = ("prep", "plan", "block", "part-write", "part", "shard-done", "aggregate")
+RUN_EVENTS = ("prep", "plan", "block", "part-write", "part", "shard-done", "aggregate")
+EventHook = Callable[[str], None]
 
 
-@dataclass
-class KillSwitch:
-    event: str | None = None
-    at: int = 0
-    counts: dict = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, spec: str | None) -> "KillSwitch":
-        if not spec:
-            return cls()
-        event, _, count = spec.partition(":")
-        if event not in KILL_EVENTS or not count.isdigit() or int(count) < 1:
-            raise ValueError(f"VIRNUCPRO_TEST_KILL_AT={spec!r}: expected <event>:<n>, event one of {KILL_EVENTS}")
-        return cls(event, int(count))
-
-    def hit(self, event: str) -> None:
-        if event != self.event:
-            return
-        self.counts[event] = self.counts.get(event, 0) + 1
-        if self.counts[event] == self.at:
-            os.kill(os.getpid(), signal.SIGKILL)
+def ignore_event(name: str) -> None:
+    """The default hook (a module-level function, so RunOptions pickles into spawned GPU processes)."""
 
 
 @dataclass
@@ -45,15 +27,9 @@ class RunOptions:
     part_seconds: float = 120.0  # ...or this many seconds, whichever comes first
     block_frames: int = 4096  # frames per Scorer block
     shard_tokens: int = 20_000_000  # target tokens per shard (~ minutes of one GPU on ESM-2 3B)
-    kill: KillSwitch = field(default_factory=KillSwitch)
+    on_event: EventHook = ignore_event
 
     @classmethod
-    def from_env(cls, env: EnvConfig) -> "RunOptions":
+    def from_env(cls, env: EnvConfig, on_event: EventHook = ignore_event) -> "RunOptions":
         return cls(part_frames=env.part_frames, part_seconds=env.part_seconds, block_frames=env.block_frames,
-                   shard_tokens=env.shard_tokens, kill=KillSwitch.parse(env.test_kill_at))
-
-
-@functools.lru_cache(maxsize=1)
-def default_options() -> RunOptions:
-    """The options of this process, from the EnvConfig read once at start-up (shared kill counters)."""
-    return RunOptions.from_env(EnvConfig.from_environ())
+                   shard_tokens=env.shard_tokens, on_event=on_event)

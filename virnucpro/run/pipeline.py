@@ -7,7 +7,7 @@ import logging
 from virnucpro.config import EnvConfig, PredictConfig
 from virnucpro.run.aggregate import AggregateReport, aggregate
 from virnucpro.run.multigpu import run_shards, select_devices
-from virnucpro.run.options import RunOptions, default_options
+from virnucpro.run.options import RunOptions
 from virnucpro.run.plan import plan_run
 from virnucpro.run.rundir import RunDir, attach_log_file
 
@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 def predict_run(cfg: PredictConfig, env: EnvConfig, *, scorer_factory=None, options: RunOptions | None = None,
                 prepare=None) -> AggregateReport:
-    options = options or default_options()
+    options = options or RunOptions()
     handler = attach_log_file(RunDir(cfg.outdir).create(), "predict")
     try:
         devices = select_devices(cfg.engine, cfg.gpus)

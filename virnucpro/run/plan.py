@@ -16,19 +16,19 @@ from typing import Callable
 import numpy as np
 
 from virnucpro.config import EnvConfig, PredictConfig
-from virnucpro.engine.source import FrameSource, build_index
 from virnucpro.errors import InputError
+from virnucpro.io.prep_files import FrameSource, build_index
 from virnucpro.run.checksums import ChecksumCache
-from virnucpro.run.multigpu import select_devices
 from virnucpro.run.manifest import Manifest, RunIdentity, check_resumable
-from virnucpro.run.options import RunOptions, default_options
+from virnucpro.run.models import MODEL_ROLES, resolve_models
+from virnucpro.run.multigpu import select_devices
+from virnucpro.run.options import RunOptions
 from virnucpro.run.rundir import RunDir, disk_errors
 from virnucpro.run.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 Prepare = Callable[[Path, Path, int], object]  # run_prep(input, outdir, chunk_length)
-MODEL_ROLES = ("esm", "dnabert", "classifier")
 
 
 def frame_costs(source: FrameSource) -> np.ndarray:
@@ -53,25 +53,11 @@ def plan_shards(costs: np.ndarray, min_shards: int, target_tokens: int) -> list[
     return [(a, b, int(cumulative[b - 1] - (cumulative[a - 1] if a else 0))) for a, b in zip(bounds, bounds[1:])]
 
 
-def resolved_model_files(cfg: PredictConfig, env: EnvConfig) -> dict[str, Path]:
-    """The files the engine will load (names like "3B" resolved in the model store by the engine)."""
-    from virnucpro.engine.loading import resolve_paths
-
-    paths = resolve_paths(cfg.models, env, cfg.chunk_length)
-    files = {}
-    for role in MODEL_ROLES:
-        value = getattr(paths, role)
-        if value is None or not Path(value).exists():
-            from virnucpro.errors import ModelError
-            raise ModelError(value or role, f"{role} model not found")
-        files[role] = Path(value)
-    return files
-
-
 def run_identity(cfg: PredictConfig, env: EnvConfig, cache: ChecksumCache) -> RunIdentity:
     if not Path(cfg.input).is_file():
         raise InputError(cfg.input, "input file not found")
-    models = {role: cache.file_identity(path) for role, path in resolved_model_files(cfg, env).items()}
+    files = resolve_models(cfg, env)
+    models = {role: cache.file_identity(Path(getattr(files, role))) for role in MODEL_ROLES}
     identity = RunIdentity(cache.file_identity(Path(cfg.input)), cfg.chunk_length, models,
                            cfg.engine.precision, cfg.save_embeddings)
     cache.save()
@@ -89,7 +75,7 @@ def plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus: int | None = None, min
     """Create or resume the run directory cfg.outdir and return its manifest.
 
     gpus (default: the GPUs `predict` would use) only sets the minimum shard count of a new plan."""
-    options = options or default_options()
+    options = options or RunOptions()
     run = RunDir(cfg.outdir).create()
     with disk_errors(run.root):
         identity = run_identity(cfg, env, ChecksumCache(run.checksum_cache))
@@ -120,7 +106,7 @@ def _plan_new(run: RunDir, cfg: PredictConfig, identity: RunIdentity, min_shards
     run.shards.mkdir(parents=True, exist_ok=True)
     with telemetry.stage("prep"):
         prepare(Path(cfg.input), run.prep, cfg.chunk_length)
-    options.kill.hit("prep")
+    options.on_event("prep")
     with telemetry.stage("index"):
         build_index(run.prep)
         source = FrameSource(run.prep)
@@ -128,7 +114,7 @@ def _plan_new(run: RunDir, cfg: PredictConfig, identity: RunIdentity, min_shards
     shards = plan_shards(costs, min_shards, options.shard_tokens)
     manifest = Manifest(identity, len(source), int(costs.sum()), shards,
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    options.kill.hit("plan")
+    options.on_event("plan")
     manifest.save(run.manifest)  # last: its presence means prep and index are complete
     log.info("planned %d frames (%d tokens) in %d shards", manifest.frames, manifest.tokens, len(shards))
     return manifest

@@ -66,6 +66,11 @@ class RunDir:
     def complete(self) -> Path:
         return self.root / COMPLETE
 
+    @property
+    def compile_cache(self) -> Path:
+        """Compiled GPU kernels, shared by every task and resume of the run (the start-up they save, issue 16)."""
+        return self.root / "cache" / "compile"
+
     def shard_dir(self, index: int) -> Path:
         return self.shards / f"shard-{index:04d}"
 

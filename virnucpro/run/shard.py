@@ -16,10 +16,11 @@ from typing import Callable
 
 import numpy as np
 
-from virnucpro.engine.source import FrameSource
 from virnucpro.errors import RunStateError
+from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.manifest import Manifest
-from virnucpro.run.options import RunOptions, default_options
+from virnucpro.run.numerics import record_numerics
+from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import (PartData, PartRef, is_done, list_parts, part_problem, remove_temp_files,
                                  write_done, write_part)
 from virnucpro.run.rundir import RunDir, disk_errors
@@ -87,8 +88,8 @@ class PartWriter:
                 continue  # drain so submit() never blocks after a failure
             try:
                 started = time.perf_counter()
-                write_part(self.shard_dir, part, before_commit=lambda: self.options.kill.hit("part-write"))
-                self.options.kill.hit("part")
+                write_part(self.shard_dir, part, before_commit=lambda: self.options.on_event("part-write"))
+                self.options.on_event("part")
                 self.on_written(part, time.perf_counter() - started)
             except BaseException as error:  # noqa: BLE001 - re-raised in the scoring thread
                 self.error = error
@@ -143,7 +144,7 @@ def _score_gap(scorer, source, gap, shard_start, keep, options, writer, progress
             raise RunStateError(f"scorer returned frames from {block.start}, expected {cursor}")
         cursor += len(block.ids)
         buffer.add(block)
-        options.kill.hit("block")
+        options.on_event("block")
         progress(len(block.ids), int(source.aa_lengths[block.start:cursor].sum()) + 2 * len(block.ids))
         if buffer.due():
             writer.submit(buffer.take())
@@ -172,7 +173,7 @@ def _part_logger(telemetry: Telemetry, index: int, device: str, source: FrameSou
 def run_shard(rundir, index: int, scorer, *, options: RunOptions | None = None, device: str = "cpu",
               progress: Progress | None = None) -> ShardResult:
     """Score shard `index` of the run in `rundir` with a loaded scorer; idempotent and resumable."""
-    options = options or default_options()
+    options = options or RunOptions()
     run = RunDir(rundir)
     manifest = Manifest.load(run.manifest)
     start, stop, _tokens = manifest.shard(index)
@@ -195,6 +196,8 @@ def _run_pending(run, manifest, index, scorer, options, device, progress) -> Sha
     gaps = missing_ranges(start, stop, parts)
     telemetry.event("shard_start", shard=index, device=device, resumed=bool(parts or stale),
                     frames_missing=sum(b - a for a, b in gaps), stale_temp_files=stale)
+    if changed := record_numerics(shard_dir, (getattr(scorer, "identity", None) or {}).get("numerics"), bool(parts)):
+        telemetry.event("numerics_changed", shard=index, fields=changed)
     started = time.perf_counter()
     writer = PartWriter(shard_dir, options, _part_logger(telemetry, index, device, source, scorer))
     scored = 0
@@ -208,5 +211,5 @@ def _run_pending(run, manifest, index, scorer, options, device, progress) -> Sha
     seconds = time.perf_counter() - started
     write_done(shard_dir, {"frames": stop - start, "scored_now": scored, "seconds": round(seconds, 3), "device": device})
     telemetry.event("shard_done", shard=index, device=device, frames=stop - start, scored=scored, seconds=round(seconds, 3))
-    options.kill.hit("shard-done")
+    options.on_event("shard-done")
     return ShardResult(index, scored, skipped=False)

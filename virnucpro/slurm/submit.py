@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from virnucpro.config import EngineConfig
 from virnucpro.errors import VirNucProError
@@ -55,11 +56,10 @@ class JobsFile:
     engine: EngineConfig
     profile: SlurmProfile
     submissions: list[Submission] = field(default_factory=list)
-    block_delay_s: float = 0.0  # test knob of the tasks (ShardTask.block_delay_s), kept for --resume
 
     def save(self, rundir: Path) -> None:
         data = {"engine": asdict(self.engine), "profile": asdict(self.profile),
-                "submissions": [s.to_dict() for s in self.submissions], "block_delay_s": self.block_delay_s}
+                "submissions": [s.to_dict() for s in self.submissions]}
         write_text_atomic(jobs_path(rundir), json.dumps(data, indent=1))
 
     @classmethod
@@ -69,7 +69,7 @@ class JobsFile:
             data = json.loads(path.read_text())
             profile = dict(data["profile"], sbatch_flags=tuple(data["profile"].get("sbatch_flags", ())))
             return cls(EngineConfig(**data["engine"]), SlurmProfile(**profile),
-                       [Submission.from_dict(s) for s in data["submissions"]], float(data.get("block_delay_s", 0.0)))
+                       [Submission.from_dict(s) for s in data["submissions"]])
         except FileNotFoundError:
             raise SlurmError(f"{path}: no SLURM submission recorded here (submit with `virnucpro submit`)") from None
         except (ValueError, KeyError, TypeError) as error:
@@ -159,8 +159,10 @@ def make_executor(folder: Path, profile: SlurmProfile, parameters: dict):
 
 
 def submit_shards(rundir: Path, shards: list[int], engine: EngineConfig, profile: SlurmProfile,
-                  *, resume: bool = False, block_delay_s: float = 0.0) -> Submission:
-    """Submit `shards` as one array (task i runs shards[i]) plus the aggregation job; record both in jobs.json."""
+                  *, resume: bool = False, scorer_factory: Callable | None = None) -> Submission:
+    """Submit `shards` as one array (task i runs shards[i]) plus the aggregation job; record both in jobs.json.
+
+    scorer_factory: (engine) -> scorer for the tasks (see ShardTask); it is pickled into the jobs."""
     from submitit.core.utils import FailedJobError
 
     from virnucpro.slurm.tasks import AggregateTask, ShardTask
@@ -168,7 +170,7 @@ def submit_shards(rundir: Path, shards: list[int], engine: EngineConfig, profile
     rundir = Path(rundir).resolve()
     name = f"virnucpro-{rundir.name}"
     folder = logs_folder(rundir)
-    tasks = [ShardTask(str(rundir), index, engine, block_delay_s) for index in shards]
+    tasks = [ShardTask(str(rundir), index, engine, scorer_factory) for index in shards]
     array_id = ""
     try:
         array = make_executor(folder, profile, array_parameters(profile, name, len(tasks)))
@@ -182,14 +184,41 @@ def submit_shards(rundir: Path, shards: list[int], engine: EngineConfig, profile
         raise SlurmError(f"sbatch refused the submission: {str(error).strip().splitlines()[-1]}") from None
     submission = Submission(array_id, {s: job.job_id for s, job in zip(shards, jobs)}, aggregate_job.job_id,
                             datetime.now(timezone.utc).isoformat(timespec="seconds"), resume)
-    record_submission(rundir, engine, profile, submission, block_delay_s)
+    record_submission(rundir, engine, profile, submission)
     return submission
 
 
-def record_submission(rundir: Path, engine: EngineConfig, profile: SlurmProfile, submission: Submission,
-                      block_delay_s: float = 0.0) -> None:
+def record_submission(rundir: Path, engine: EngineConfig, profile: SlurmProfile, submission: Submission) -> None:
     path = jobs_path(rundir)
     jobs = JobsFile.load(rundir) if path.exists() else JobsFile(engine, profile)
-    jobs.engine, jobs.profile, jobs.block_delay_s = engine, profile, block_delay_s
+    jobs.engine, jobs.profile = engine, profile
     jobs.submissions.append(submission)
     jobs.save(rundir)
+
+
+def describe_submission(rundir: Path, submission: Submission) -> str:
+    """What `virnucpro submit` prints: the jobs, how to follow them, what to do when a task fails."""
+    tasks = len(submission.tasks)
+    ids = ",".join(filter(None, (submission.array_job_id, submission.aggregate_job_id)))
+    lines = []
+    if tasks:
+        lines.append(f"submitted {tasks} shard task(s) as job {submission.array_job_id} "
+                     f"(shards {_ranges(sorted(submission.tasks))})")
+    lines += [
+        f"aggregation job {submission.aggregate_job_id} starts when every shard task has succeeded",
+        f"follow:  virnucpro status {rundir}    squeue -j {ids}",
+        f"logs:    {logs_folder(rundir)}/",
+        f"if a task fails: virnucpro submit --resume {rundir}",
+    ]
+    return "\n".join(lines)
+
+
+def _ranges(numbers: list[int]) -> str:
+    spans, start = [], None
+    for position, number in enumerate(numbers):
+        if start is None:
+            start = number
+        if position + 1 == len(numbers) or numbers[position + 1] != number + 1:
+            spans.append(str(start) if start == number else f"{start}-{number}")
+            start = None
+    return ",".join(spans)

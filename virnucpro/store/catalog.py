@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -122,7 +123,7 @@ def parse_mirrors(specs: list[str], sources: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StoreLocations:
-    """Where models are fetched to and looked for, and the URL base of each source; read once from the environment."""
+    """Where models are fetched to and looked for, and the URL base of each source (from EnvConfig.store_environ)."""
 
     models_dir: Path
     torch_checkpoints: Path | None = None
@@ -130,8 +131,9 @@ class StoreLocations:
     bases: dict[str, str] = field(default_factory=lambda: dict(load_catalog().sources))
 
     @classmethod
-    def from_environ(cls, models_dir: str | os.PathLike, env=None, mirrors: list[str] = ()) -> "StoreLocations":
-        env = os.environ if env is None else env
+    def from_environ(cls, models_dir: str | os.PathLike, env: Mapping[str, str],
+                     mirrors: Sequence[str] = ()) -> "StoreLocations":
+        """`env`: the environment variables EnvConfig captured (EnvConfig.store_environ); mirrors: --mirror."""
         cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
         torch_home = Path(env.get("TORCH_HOME") or cache / "torch")
         hf_cache = Path(env.get("HF_HUB_CACHE") or Path(env.get("HF_HOME") or cache / "huggingface") / "hub")

@@ -22,22 +22,22 @@ The writer streams tensor by tensor (memory bounded by the largest tensor, not t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
 import struct
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
 from virnucpro.errors import ModelError
 from virnucpro.io.atomic import atomic_write
-from virnucpro.store.lockfile import sha256_file
+from virnucpro.models.esm2 import Esm2Shape, safetensors_metadata, strip_prefixes
+from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file
+from virnucpro.store.catalog import StoreLocations, load_catalog
+from virnucpro.store.fetch import find_in_place
+from virnucpro.store.lockfile import Lock, sha256_file, verify_file
 
 FORMAT = "virnucpro-esm2"
-_PREFIX = re.compile(r"^(encoder\.sentence_encoder\.|encoder\.)")
 _DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -49,8 +49,7 @@ def load_fair_esm_checkpoint(path: str | os.PathLike) -> dict:
     """The checkpoint dict, unpickled with weights_only (its config is an argparse.Namespace), memory-mapped."""
     path = Path(path)
     try:
-        with _allow_namespace():
-            return _torch_load(path)
+        return load_torch_file(path, FAIR_ESM_GLOBALS)
     except FileNotFoundError:
         raise ModelError(path, "ESM-2 checkpoint not found") from None
     except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we accept"
@@ -58,30 +57,7 @@ def load_fair_esm_checkpoint(path: str | os.PathLike) -> dict:
                                f"{str(error).splitlines()[0] if str(error) else ''})") from None
 
 
-def _torch_load(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise
-        # a checkpoint in torch's legacy (pre-zip) format cannot be memory-mapped: read it whole
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-@contextmanager
-def _allow_namespace():
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    if safe_globals is None:  # torch 2.4: only the global allow-list exists
-        torch.serialization.add_safe_globals([argparse.Namespace])
-        yield
-        return
-    with safe_globals([argparse.Namespace]):
-        yield
-
-
 def esm_metadata(checkpoint: dict, path: Path) -> dict[str, str]:
-    from virnucpro.models.esm2 import Esm2Shape, safetensors_metadata
-
     try:
         cfg = checkpoint["cfg"]["model"]
         shape = Esm2Shape(int(cfg.encoder_layers), int(cfg.encoder_embed_dim), int(cfg.encoder_attention_heads),
@@ -102,7 +78,7 @@ def esm_metadata(checkpoint: dict, path: Path) -> dict[str, str]:
 def esm_state_dict(checkpoint: dict, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint.get("model"), dict):
         raise ModelError(path, "no 'model' state dict in the checkpoint", key="model")
-    return {_PREFIX.sub("", name): tensor for name, tensor in checkpoint["model"].items()}
+    return strip_prefixes(checkpoint["model"])
 
 
 def regression_state_dict(pt_path: Path) -> dict[str, torch.Tensor]:
@@ -151,3 +127,24 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     if flat.numel() == 0:
         return memoryview(b"")
     return memoryview(flat.view(torch.uint8).numpy())
+
+
+def esm_checkpoints_to_convert(names: list[str], locations: StoreLocations, lock: Lock) -> list[Path]:
+    """The ESM-2 .pt files of the store named (every one present when none is), each verified against the lock."""
+    catalog = load_catalog()
+    models = catalog.select(names) if names else catalog.by_kind("esm2")
+    found = []
+    for model in models:
+        if model.kind != "esm2":
+            raise ModelError(model.key, "only ESM-2 checkpoints are converted")
+        path = find_in_place(model, model.weights, locations)
+        if path is None:
+            if names:
+                raise ModelError(locations.models_dir / model.relpath(model.weights),
+                                 f"not in the store; run `virnucpro models fetch {model.key}` first")
+            continue
+        verify_file(path, lock, model.relpath(model.weights, path.name))  # never convert a corrupt download
+        found.append(path)
+    if not found:
+        raise ModelError(locations.models_dir, "no ESM-2 checkpoint in the store to convert")
+    return found

@@ -291,3 +291,16 @@ def _pin_hex(value: str, where, line: int | None, name: str | None = None) -> st
         raise ModelError(where if line is None else f"{where}:{line}",
                          f"'{value}' is not a sha256 (64 hex digits)", key=name)
     return value
+
+
+def file_status(model: CatalogModel, file: CatalogFile, locations: StoreLocations, lock: Lock) -> tuple[str, str, str]:
+    """(status, size, where) of one catalog file, as `models list` shows it."""
+    found = find_in_place(model, file, locations)
+    if found is None:
+        part = locations.models_dir / model.folder / (file.name + ".part")
+        if part.is_file():
+            return "partial", f"{human_size(part.stat().st_size)} of ~{human_size(file.approx_bytes)}", str(part)
+        return "missing", f"~{human_size(file.approx_bytes)}", ""
+    recorded = model.relpath(file, found.name) in lock.entries
+    status = "present" if found.parent == locations.models_dir / model.folder else "in place"
+    return f"{status}{'' if recorded else ' (sum not recorded yet)'}", human_size(found.stat().st_size), str(found)

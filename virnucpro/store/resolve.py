@@ -3,7 +3,6 @@ models directory (then torch hub / the HF cache) and checked against the lock; e
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from virnucpro.store.fetch import find_in_place
 from virnucpro.store.lockfile import Lock, verify_file
 
 
-def resolve_model_paths(models: ModelPaths, models_dir: str | os.PathLike, *, chunk_length: int = 500,
-                        locations: StoreLocations | None = None) -> ModelPaths:
-    """Every field of the result is an existing path; store files are verified against the lock (quick check)."""
-    locations = locations or StoreLocations.from_environ(models_dir)
+def resolve_model_paths(models: ModelPaths, locations: StoreLocations, *, chunk_length: int = 500) -> ModelPaths:
+    """Every field of the result is an existing path; store files are verified against the lock (quick check).
+    With no classifier named, chunk_length picks the published one (300_model.pth / 500_model.pth)."""
     lock = Lock.load(locations.models_dir)
     try:
         return replace(
@@ -26,17 +24,6 @@ def resolve_model_paths(models: ModelPaths, models_dir: str | os.PathLike, *, ch
             dnabert=str(_resolve_dnabert(models.dnabert, locations, lock)),
             classifier=str(_resolve_classifier(models.classifier, chunk_length, locations, lock)),
         )
-    finally:
-        lock.save_if_dirty()
-
-
-def resolve_classifier(chunk_length: int, models_dir: str | os.PathLike, *,
-                       locations: StoreLocations | None = None) -> Path:
-    """The published classifier for this chunk length (300_model.pth / 500_model.pth) in the store."""
-    locations = locations or StoreLocations.from_environ(models_dir)
-    lock = Lock.load(locations.models_dir)
-    try:
-        return _resolve_classifier(None, chunk_length, locations, lock)
     finally:
         lock.save_if_dirty()
 

@@ -1,12 +1,8 @@
-"""`virnucpro demo`: an offline end-to-end run with tiny random-weight models written in the real formats.
-
-The calls it prints are meaningless (random weights); it shows the pipeline, the files and their columns.
-"""
+"""What `virnucpro demo` (and the reliability tests) run on: tiny random-weight models written in the real
+formats, and the bundled example input. Their calls are meaningless (random weights)."""
 
 from __future__ import annotations
 
-import shutil
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -34,32 +30,3 @@ def make_demo_models(folder: str | Path, seed: int = 0) -> ModelPaths:
 
 def demo_input() -> Path:
     return Path(str(resources.files("virnucpro") / "data" / "demo.fasta"))
-
-
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="offline demo with tiny random-weight models (meaningless calls)")
-    parser.add_argument("--out", default="demo-out", help="folder for the demo models and run (default demo-out)")
-    parser.set_defaults(handler=run_demo)
-
-
-def run_demo(args, env) -> int:
-    from virnucpro.cli import main as cli_main
-
-    out = Path(args.out)
-    run_dir = out / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    models = make_demo_models(out / "models")
-    input_copy = out / "demo.fasta"
-    shutil.copyfile(demo_input(), input_copy)
-    status = cli_main(["predict", str(input_copy), "-o", str(run_dir), "--device", "cpu",
-                       "--esm-model", models.esm, "--dnabert-model", models.dnabert,
-                       "--classifier", models.classifier])
-    if status:
-        return status
-    print(f"\nDemo finished. Outputs in {run_dir}/:", file=sys.stderr)
-    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv"):
-        print(f"  {run_dir / name}", file=sys.stderr)
-    print("NOTE: the demo uses tiny RANDOM-weight models, so its virus/others calls are meaningless.\n"
-          "Real runs need the real weights: see README.md (`virnucpro models fetch`).", file=sys.stderr)
-    return 0

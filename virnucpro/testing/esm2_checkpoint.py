@@ -44,7 +44,11 @@ def write_tiny_esm2(path: str | Path, layers: int = 2, dim: int = 64, heads: int
     path = Path(path)
     if not path.name.startswith("esm2") or path.suffix != ".pt":
         raise ValueError(f"{path}: fair-esm only reads ESM-2 files named esm2*.pt")
-    state = _random_fair_esm(layers, dim, heads, seed).state_dict()
+    return save_fair_esm_checkpoint(path, _random_fair_esm(layers, dim, heads, seed).state_dict(), layers, dim, heads)
+
+
+def save_fair_esm_checkpoint(path: Path, state: dict, layers: int, dim: int, heads: int) -> Path:
+    """Write a fair-esm ESM2 state dict (its own module names) as fair-esm's published files do."""
     cfg = argparse.Namespace(encoder_layers=layers, encoder_embed_dim=dim, encoder_ffn_embed_dim=4 * dim,
                              encoder_attention_heads=heads, token_dropout=True, attention_dropout=0.0,
                              dropout=0.0, max_positions=1024, arch="ESM-1b")

@@ -36,20 +36,7 @@ class DnaTokenizer:
         self._tokenizer = tokenizer
         self.path = path
 
-    @property
-    def vocab_size(self) -> int:
-        return self._tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def token_id(self, token: str) -> int:
-        token_id = self._tokenizer.token_to_id(token)
-        if token_id is None:
-            raise ModelError(self.path, "token not in vocabulary", key=token)
-        return token_id
-
     def encode_batch(self, seqs: Iterable[str]) -> list[np.ndarray]:
         """Encode all sequences in one Rust call; each result is [CLS] tokens... [SEP] as int64."""
         encodings = self._tokenizer.encode_batch(list(seqs), add_special_tokens=True)
         return [np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings]
-
-    def encode(self, seq: str) -> np.ndarray:
-        return self.encode_batch([seq])[0]

@@ -8,8 +8,6 @@ instead (the published prep only emits the 20 amino acids and X, so the two agre
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 PREPEND_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>")
@@ -55,18 +53,3 @@ class ProteinTokenizer:
         ids[0], ids[-1] = self.cls_id, self.eos_id
         ids[1:-1] = self._residue_ids(protein)
         return ids
-
-    def encode_many(self, proteins: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """All proteins as one flat token array (each with BOS/EOS) plus the per-protein token counts."""
-        joined = "".join(proteins).encode("utf-8")
-        residues = np.array([len(p.encode("utf-8")) for p in proteins], dtype=np.int64)
-        lengths = residues + 2
-        starts = np.cumsum(lengths) - lengths
-        flat = np.empty(int(lengths.sum()), dtype=np.int64)
-        flat[starts] = self.cls_id
-        flat[starts + lengths - 1] = self.eos_id
-        is_residue = np.ones(len(flat), dtype=bool)
-        is_residue[starts] = False
-        is_residue[starts + lengths - 1] = False
-        flat[is_residue] = self._table[np.frombuffer(joined, dtype=np.uint8)]
-        return flat, lengths

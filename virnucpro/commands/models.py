@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from virnucpro.errors import ModelError
-from virnucpro.store.catalog import StoreLocations, human_size, load_catalog
-from virnucpro.store.fetch import expected_sum, fetch_models, find_in_place, parse_pins
+from virnucpro.store.catalog import StoreLocations, load_catalog
+from virnucpro.store.fetch import expected_sum, fetch_models, file_status, find_in_place, parse_pins
 from virnucpro.store.lockfile import Lock, sha256_file, verify_file
 
 
@@ -78,21 +78,9 @@ def run_list(args, env) -> int:
         table.add_column(column, overflow="fold")
     for model in load_catalog().models:
         for file in model.files:
-            table.add_row(model.key, file.name, *_file_row(model, file, locations, lock))
+            table.add_row(model.key, file.name, *file_status(model, file, locations, lock))
     Console().print(table)
     return 0
-
-
-def _file_row(model, file, locations: StoreLocations, lock: Lock) -> tuple[str, str, str]:
-    found = find_in_place(model, file, locations)
-    if found is None:
-        part = locations.models_dir / model.folder / (file.name + ".part")
-        if part.is_file():
-            return "partial", f"{human_size(part.stat().st_size)} of ~{human_size(file.approx_bytes)}", str(part)
-        return "missing", f"~{human_size(file.approx_bytes)}", ""
-    recorded = model.relpath(file, found.name) in lock.entries
-    status = "present" if found.parent == locations.models_dir / model.folder else "in place"
-    return f"{status}{'' if recorded else ' (sum not recorded yet)'}", human_size(found.stat().st_size), str(found)
 
 
 def run_verify(args, env) -> int:
@@ -134,7 +122,7 @@ def _verify_converted(locations: StoreLocations, lock: Lock) -> int:
 
 
 def run_convert(args, env) -> int:
-    from virnucpro.store.convert import convert_esm2
+    from virnucpro.store.convert import convert_esm2, esm_checkpoints_to_convert  # imports torch: only here
 
     locations = _locations(args, env)
     lock = Lock.load(locations.models_dir)
@@ -142,7 +130,7 @@ def run_convert(args, env) -> int:
         jobs = [(args.pt, args.pt.with_suffix(".safetensors"))]
     else:  # into the store even when the .pt lives in torch hub: resolve looks for it there
         jobs = [(pt, locations.models_dir / "esm2" / pt.with_suffix(".safetensors").name)
-                for pt in _store_esm_weights(args.names, locations, lock)]
+                for pt in esm_checkpoints_to_convert(args.names, locations, lock)]
     for pt, out in jobs:
         convert_esm2(pt, out)
         if out.parent == locations.models_dir / "esm2":
@@ -150,26 +138,6 @@ def run_convert(args, env) -> int:
         print(f"converted  {pt} -> {out}")
     lock.save_if_dirty()
     return 0
-
-
-def _store_esm_weights(names: list[str], locations: StoreLocations, lock: Lock) -> list[Path]:
-    catalog = load_catalog()
-    models = catalog.select(names) if names else catalog.by_kind("esm2")
-    found = []
-    for model in models:
-        if model.kind != "esm2":
-            raise ModelError(model.key, "only ESM-2 checkpoints are converted")
-        path = find_in_place(model, model.weights, locations)
-        if path is None:
-            if names:
-                raise ModelError(locations.models_dir / model.relpath(model.weights),
-                                 f"not in the store; run `virnucpro models fetch {model.key}` first")
-            continue
-        verify_file(path, lock, model.relpath(model.weights, path.name))  # never convert a corrupt download
-        found.append(path)
-    if not found:
-        raise ModelError(locations.models_dir, "no ESM-2 checkpoint in the store to convert")
-    return found
 
 
 @contextmanager

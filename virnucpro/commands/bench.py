@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
-import torch
-
-from virnucpro.bench.timing import Measurement, measured_gemm_peak
 from virnucpro.bench.workloads import ESM_SHAPES, WORKLOADS
 
-log = logging.getLogger(__name__)
-
 PEERS = ("ours", "hf-sdpa-bf16", "fairesm-fp16", "published")
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -28,55 +24,42 @@ def register(subparsers) -> None:
     parser.add_argument("--dnabert", action="store_true", help="also benchmark DNABERT-S")
     parser.add_argument("--dnabert-tokenizer", default=None, help="folder with the real tokenizer.json")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole predict path")
-    parser.add_argument("--pipeline-reads", type=int, default=16384, help="500 bp reads for --pipeline")
+    parser.add_argument("--pipeline-reads", type=int, default=32768, help="reads for --pipeline")
+    parser.add_argument("--pipeline-workload", choices=("reads150", "reads250", "chunks500"), default="reads150",
+                        help="read length of --pipeline (150/250 bp reads: 300 bp chunks; chunks500: 500 bp reads)")
     parser.add_argument("--scaling", default="", help="whole predict on these GPU counts, e.g. 1,2,4")
     parser.add_argument("--scaling-reads", type=int, default=32768, help="500 bp reads for --scaling")
     parser.add_argument("--json", default=None, help="write all measurements to this JSON file")
-    parser.set_defaults(handler=run_bench)
+    parser.set_defaults(handler=handle)
 
 
-def run_bench(args, env) -> int:
+def handle(args, env) -> int:
+    import torch  # here, not at the top: the other commands' start-up does not need it
+
     if not torch.cuda.is_available():
         print("virnucpro bench needs a CUDA GPU", file=sys.stderr)
         return 2
     from virnucpro.bench import suites
+    from virnucpro.bench.report import print_table, write_json
+    from virnucpro.bench.timing import measured_gemm_peak
 
     device = torch.device("cuda")
     peak = measured_gemm_peak(device)
-    results: list[Measurement] = []
+    results = []
     peers = [p for p in args.peers.split(",") if p]
     for shape in [s for s in args.esm.split(",") if s]:
         results += suites.esm_suite(ESM_SHAPES[shape], shape, args.workloads.split(","), peers, args, device)
     if args.dnabert:
         results += suites.dnabert_suite(args, device)
     if args.pipeline:
-        results += suites.pipeline_suite(args, env, device)
+        from virnucpro.bench.pipeline import time_pipeline
+
+        results += time_pipeline(args, env, device)
     if args.scaling:
         from virnucpro.bench.scaling import time_scaling
 
         results += time_scaling(args, env, device)
     print_table(results, peak)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"device": torch.cuda.get_device_name(device), "gemm_peak_flops": peak,
-                       "results": [dict(vars(m), tokens_per_s=m.tokens_per_s, sequences_per_s=m.sequences_per_s,
-                                        mfu=m.mfu(peak)) for m in results]}, handle, indent=1)
+        write_json(args.json, results, peak, device)
     return 0
-
-
-def print_table(results: list[Measurement], peak: float) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"virnucpro bench on {torch.cuda.get_device_name()} (bf16 GEMM peak {peak / 1e12:.0f} TFLOP/s)")
-    for column in ("model", "workload", "way", "tokens/s", "seq/s", "MFU", "vs published", "vs ours", "GPU busy"):
-        table.add_column(column, justify="right" if column not in ("model", "workload", "way") else "left")
-    for m in results:
-        same = [r for r in results if r.model == m.model and r.workload == m.workload]
-        published = next((r for r in same if r.name == "published"), None)
-        ours = next((r for r in same if r.name == "ours"), None)
-        ratio = lambda ref: f"{m.tokens_per_s / ref.tokens_per_s:.2f}x" if ref else "-"  # noqa: E731
-        busy = f"{m.gpu_busy:.0%}" if m.gpu_busy is not None else "-"
-        table.add_row(m.model, m.workload, m.name, f"{m.tokens_per_s:,.0f}", f"{m.sequences_per_s:,.0f}",
-                      f"{m.mfu(peak):.0%}" if m.flops_per_token else "-", ratio(published), ratio(ours), busy)
-    Console(stderr=False, width=160).print(table)

@@ -1,18 +1,27 @@
-"""`virnucpro predict`: prepare, score on every visible GPU (or the CPU), aggregate — resumable in one run dir."""
+"""Options shared by several commands, and the configuration objects built from them.
+
+Every command builds what the layers below take (PredictConfig, ModelPaths, EngineConfig, RunOptions) here, from
+its parsed arguments and the EnvConfig that `cli.main` read once.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
+from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES
 
-log = logging.getLogger(__name__)
+# Measured on an H200 (docs/benchmarks.md, "Numerics"): calls identical to the fp32 reference under a harsh
+# calibration, and speed relative to the default.
+PRECISION_HELP = ("numerics on the GPU (always fp32 on the CPU): fp16 (default; 99.81%% of calls identical to fp32, "
+                  "full speed), bf16 (98.9%%, ~5%% faster), accurate (fp16 ESM-2, fp32 DNABERT-S: 99.88%%, ~80%% "
+                  "speed), fp32 (the exact reference: 99.98%%, only exact ties differ; ~9%% speed)")
+from virnucpro.run.options import RunOptions, ignore_event
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by `predict`, `submit` and `bench`: which models, how to run them."""
+    """Options shared by `predict` and `submit`: which models, how to run them."""
     group = parser.add_argument_group("models and engine")
     group.add_argument("--chunk-length", type=int, choices=(300, 500), default=500,
                        help="chunk size in bp; picks the matching published classifier (default 500)")
@@ -21,8 +30,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dnabert-model", default=None, help="DNABERT-S Hugging Face folder (default: model store)")
     group.add_argument("--classifier", default=None, help="300_model.pth / 500_model.pth (default: by --chunk-length)")
     group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    group.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                       help="bf16 (default on GPU) or fp32 (validation; always fp32 on CPU)")
+    group.add_argument("--precision", choices=tuple(PRECISION_MODES), default=DEFAULT_PRECISION,
+                       help=PRECISION_HELP)
     group.add_argument("--token-budget", type=int, default=0, help="tokens per packed batch (default: from GPU memory)")
     group.add_argument("--workers", type=int, default=-1, help="CPU DataLoader workers (default: from CPUs)")
     group.add_argument("--attention", choices=("auto", "varlen", "flash", "flex", "padded", "sdpa"), default="auto")
@@ -41,32 +50,16 @@ def engine_config_from_args(args) -> EngineConfig:
                         attention=args.attention)
 
 
-def predict_config_from_args(args) -> PredictConfig:
+def predict_config_from_args(args, gpus: int | None = None) -> PredictConfig:
+    """From `add_model_options` plus input, -o, --save-embeddings, --force-restart (and --gpus unless given)."""
     return PredictConfig(
         input=Path(args.input), outdir=Path(args.output), chunk_length=args.chunk_length,
         models=model_paths_from_args(args), engine=engine_config_from_args(args),
-        save_embeddings=args.save_embeddings, gpus=args.gpus, force_restart=args.force_restart,
+        save_embeddings=args.save_embeddings, gpus=args.gpus if gpus is None else gpus,
+        force_restart=args.force_restart,
     )
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="identify viral sequences in a FASTA/FASTQ file",
-                                   description=__doc__)
-    parser.add_argument("input", help="FASTA or FASTQ, plain or gzip")
-    parser.add_argument("-o", "--output", required=True, help="run directory (created; resumed if it exists)")
-    add_model_options(parser)
-    parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (default 0 = every visible GPU)")
-    parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
-    parser.add_argument("--force-restart", action="store_true",
-                        help="discard the run directory's shards instead of refusing a mismatched resume")
-    parser.set_defaults(handler=run_predict)
-
-
-def run_predict(args, env: EnvConfig) -> int:
-    from virnucpro.run import predict_run
-
-    cfg = predict_config_from_args(args)
-    report = predict_run(cfg, env)
-    log.info("done: %s", report)
-    print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv)")
-    return 0
+def run_options(args, env: EnvConfig) -> RunOptions:
+    """Checkpoint cadence and shard size from the environment; the event hook `cli.main` was given, if any."""
+    return RunOptions.from_env(env, on_event=getattr(args, "on_event", None) or ignore_event)

@@ -1,0 +1,101 @@
+"""Test doubles injected through the product's seams (scorer factories): no model, or a slowed real one.
+
+- HashScorer: scores are a hash of the frame id (an oracle the tests recompute), embeddings likewise.
+- SlowScorerFactory: the real engine, sleeping after every block, so a SLURM task can be requeued or killed
+  between two checkpoint parts. It is pickled into the SLURM jobs: they import this module (tests/ is on their
+  PYTHONPATH, see test_slurm.slurm_env).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from virnucpro.config import EngineConfig, ModelPaths
+from virnucpro.run.parts import PartData
+
+DNA_DIM, PROTEIN_DIM = 6, 4
+
+
+def hash_vector(frame_id: str, salt: str, size: int) -> np.ndarray:
+    digest = hashlib.sha256(f"{salt}:{frame_id}".encode()).digest()
+    return np.frombuffer(digest, dtype=np.uint8)[:size].astype(np.float32) / 255.0
+
+
+@dataclass
+class HashStats:
+    frames: int = 0
+
+    def as_dict(self) -> dict:
+        return {"frames": self.frames}
+
+
+@dataclass
+class HashScorer:
+    identity: dict = field(default_factory=lambda: {"fake": "hash scorer"})
+    stats: HashStats = field(default_factory=HashStats)
+
+    def score_range(self, source, start: int, stop: int, *, keep_embeddings: bool = False, block_frames: int = 4096,
+                    grid_start: int | None = None):
+        for first in range(start, stop, block_frames):
+            frames = source.read(first, min(first + block_frames, stop))
+            ids = [frame.id for frame in frames]
+            virus = np.array([hash_vector(i, "score", 1)[0] for i in ids], dtype=np.float32)
+            scores = np.stack([1 - virus, virus], axis=1)
+            block = PartData(first, ids, scores)  # the fields a Scorer block has
+            if keep_embeddings:
+                block.dna = np.stack([hash_vector(i, "dna", DNA_DIM) for i in ids])
+                block.protein = np.stack([hash_vector(i, "protein", PROTEIN_DIM) for i in ids])
+            self.stats.frames += len(ids)
+            yield block
+
+
+class HashScorerFactory:
+    def __call__(self, engine: EngineConfig) -> HashScorer:
+        return HashScorer()
+
+
+def fake_model_files(folder: Path, tag: str = "a") -> ModelPaths:
+    """Three small files standing in for the models (their bytes are what the manifest identifies)."""
+    folder = folder / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for role in ("esm", "dnabert", "classifier"):
+        path = folder / f"{role}.bin"
+        if not path.exists():
+            path.write_text(f"{role} {tag}\n")
+        paths[role] = str(path)
+    return ModelPaths(**paths)
+
+
+class SlowScorer:
+    """A Scorer that scores in blocks of at most `block_frames` and sleeps after each one."""
+
+    def __init__(self, scorer, delay_s: float):
+        self._scorer = scorer
+        self._delay_s = delay_s
+
+    def __getattr__(self, name):
+        return getattr(self._scorer, name)
+
+    def score_range(self, source, start: int, stop: int, *, block_frames: int = 4096, **options):
+        for first in range(start, stop, block_frames):
+            last = min(first + block_frames, stop)
+            for block in self._scorer.score_range(source, first, last, block_frames=block_frames, **options):
+                yield block
+                time.sleep(self._delay_s)
+
+
+@dataclass(frozen=True)
+class SlowScorerFactory:
+    """Wraps a scorer factory (run.multigpu.ScorerFactory): its scorers sleep `delay_s` after every block."""
+
+    factory: object
+    delay_s: float
+
+    def __call__(self, engine: EngineConfig) -> SlowScorer:
+        return SlowScorer(self.factory(engine), self.delay_s)

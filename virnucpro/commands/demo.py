@@ -1,0 +1,39 @@
+"""`virnucpro demo`: an offline end-to-end run with tiny random-weight models written in the real formats.
+
+The calls it prints are meaningless (random weights); it shows the pipeline, the files and their columns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from virnucpro.commands.options import run_options
+from virnucpro.commands.predict import predict_and_report
+from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
+from virnucpro.testing.demo import demo_input, make_demo_models
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="offline demo with tiny random-weight models (meaningless calls)")
+    parser.add_argument("--out", default="demo-out", help="folder for the demo models and run (default demo-out)")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args, env: EnvConfig) -> int:
+    out = Path(args.out)
+    run_dir = out / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    models = make_demo_models(out / "models")
+    input_copy = out / "demo.fasta"
+    shutil.copyfile(demo_input(), input_copy)
+    cfg = PredictConfig(input=input_copy, outdir=run_dir, models=models, engine=EngineConfig(device="cpu"))
+    predict_and_report(cfg, env, run_options(args, env))
+    print(f"\nDemo finished. Outputs in {run_dir}/:", file=sys.stderr)
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv"):
+        print(f"  {run_dir / name}", file=sys.stderr)
+    print("NOTE: the demo uses tiny RANDOM-weight models, so its virus/others calls are meaningless.\n"
+          "Real runs need the real weights: see README.md (`virnucpro models fetch`).", file=sys.stderr)
+    return 0
