@@ -111,12 +111,16 @@ def test_command_exit_codes(monkeypatch, capsys):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_passes_on_cuda_in_bf16_and_fp32():
-    """What `apptainer test --nv` and the GPU suite run: predict's default bf16 and its fp32 validation mode."""
+def test_passes_on_cuda_in_the_default_mode_and_fp32():
+    """What `apptainer test --nv` and the GPU suite run: predict's default precision mode and the exact fp32."""
+    from virnucpro.selftest import precision_modes
+
     candidates = [SHARED / "models" / "dnabert-s", Path(os.environ.get("VIRNUCPRO_DNABERT_TOKENIZER", "-"))]
     tokenizer = next((folder for folder in candidates if (folder / "tokenizer.json").exists()), None)
     passed, report = selftest(tokenizer, device="cuda")
     print(report)
-    names = [name.replace("fp32", precision) for precision in ("bf16", "fp32") for name in CHECKS[1:]]
+    modes = precision_modes(torch.device("cuda"))
+    assert modes[-1] == "fp32" and len(modes) == 2
+    names = [name.replace("fp32", mode) for mode in modes for name in CHECKS[1:]]
     assert verdicts(report) == {name: "PASS" for name in ("inputs", *names)}, report
     assert passed
