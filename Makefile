@@ -2,17 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PIP := $(PY) -m pip
-# The CPU build of torch keeps CI small; on a GPU machine install torch first (see README).
-TORCH_SPEC ?= torch==2.13.0
+# Everything comes from requirements.lock (hash-checked wheels; torch 2.11.0, the build the GPUs run) through
+# containers/install.sh, the same script the image's %post runs. First run: ~3 GB of downloads (pip caches them).
 
-.PHONY: install demo test test-gpu bench submit image clean
+.PHONY: install demo test test-gpu bench submit image lock gpu-wheels clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test]"
+$(VENV)/.installed: pyproject.toml requirements.lock containers/install.sh containers/pins.py
+	rm -rf $(VENV)
+	PYTHON=$(PYTHON) bash containers/install.sh $(VENV) --dev
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,9 +34,17 @@ submit:
 	@$(MAKE) --no-print-directory install
 	$(PY) -m virnucpro submit "$(INPUT)" -o "$(SUBMIT_OUT)" --profile "$(or $(PROFILE),slurm/profile.toml)" $(ARGS)
 
+# Regenerate requirements.lock after changing pyproject.toml's dependencies (needs uv: pip install uv).
+lock:
+	$(PYTHON) scripts/lock.py
+
+# .whl/site-cp312.tar.xz for scripts/gpu_suite.sh on the lent GPU machine (carry .whl).
+gpu-wheels:
+	bash scripts/gpu_wheels.sh
+
 image:
 	@command -v apptainer >/dev/null || { echo "apptainer is not installed here: build on a machine that has it (apptainer build virnucpro.sif containers/Apptainer.def), or ask your HPC admins for a build node" >&2; exit 1; }
-	apptainer build $(if $(MODELS),--build-arg MODELS=1,) virnucpro.sif containers/Apptainer.def
+	apptainer build $(if $(MODELS),--build-arg MODELS=1,) $(if $(FLASH_ATTN),--build-arg FLASH_ATTN=1,) virnucpro.sif containers/Apptainer.def
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info

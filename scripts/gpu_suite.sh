@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
 # Every GPU test and benchmark in one go, for a lent GPU (few, full calls). Results go under $OUT.
-#   carry: .whl (fair-esm, biopython, submitit wheels) and .gpu (real DNABERT-S tokenizer, no weights)
-#   usage: bash scripts/gpu_suite.sh [tests|bench|load|scaling|all] [extra bench args...]
-#     tests: pytest -m gpu; bench: every peer, DNABERT-S, whole predict; load: 3B .pt vs .safetensors load time;
-#     scaling: whole predict on 1, 2, 4 GPUs of this node (those visible)
+#   before: bash scripts/gpu_wheels.sh (makes .whl/site-cp312.tar.xz from requirements.lock)
+#   carry: .whl (the lock's packages but torch, triton, nvidia-*, cuda-*, which the GPU machine has) and .gpu
+#          (the real DNABERT-S tokenizer, no weights)
+#   usage: bash scripts/gpu_suite.sh [tests|selftest|bench|load|scaling|all] [extra bench args...]
+#     tests: the installed versions against the lock, `virnucpro selftest --device cuda`, pytest -m gpu;
+#     selftest: the first two only; bench: every peer, DNABERT-S, whole predict; load: 3B .pt vs .safetensors
+#     load time; scaling: whole predict on 1, 2, 4 GPUs of this node (those visible)
+# Every mode first compares the installed versions with requirements.lock (versions.txt) and stops with exit 3
+# on any difference, torch included: results count only on the locked stack. ALLOW_LOCK_MISMATCH=1 runs anyway.
 set -uo pipefail
 what=${1:-all}; shift || true
 OUT=${OUT:-gpu-results}
 mkdir -p "$OUT"
-if compgen -G ".whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [[ -f .whl/site-cp312.tar.xz ]]; then
+  rm -rf /tmp/site && mkdir -p /tmp/site && tar -xJf .whl/site-cp312.tar.xz -C /tmp/site
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export VIRNUCPRO_DNABERT_TOKENIZER=${VIRNUCPRO_DNABERT_TOKENIZER:-$PWD/.gpu/dnabert-s} VIRNUCPRO_GPU_REPORT=$OUT
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/gpu.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+if ! python3 containers/pins.py check requirements.lock all 2>&1 | tee "$OUT/versions.txt"; then
+  echo "gpu_suite: the installed packages differ from requirements.lock (see $OUT/versions.txt)" >&2
+  [[ ${ALLOW_LOCK_MISMATCH:-0} == 1 ]] || exit 3
+  echo "gpu_suite: ALLOW_LOCK_MISMATCH=1: going on; these results are NOT on the locked stack" >&2
+fi
+tokenizer=()
+[[ -f $VIRNUCPRO_DNABERT_TOKENIZER/tokenizer.json ]] && tokenizer=(--dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER")
 status=0
+if [[ $what == tests || $what == selftest || $what == all ]]; then
+  python3 -m virnucpro selftest --device cuda "${tokenizer[@]}" 2>&1 | tee "$OUT/selftest.log"
+  (( PIPESTATUS[0] == 0 )) || status=1
+fi
 if [[ $what == tests || $what == all ]]; then
   python3 -m pytest -q -rP -m gpu -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu-tests.log"
-  status=${PIPESTATUS[0]}
+  (( PIPESTATUS[0] == 0 )) || status=1
 fi
 if [[ $what == bench || $what == all ]]; then
   python3 -m virnucpro bench --dnabert --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --pipeline \

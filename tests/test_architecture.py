@@ -31,7 +31,7 @@ FLOORS = {
     "testing": 6,
     "engine": 7,
     "run": 8,
-    "slurm": 9, "bench": 9,
+    "slurm": 9, "bench": 9, "selftest": 9,
     "commands": 10,
     "cli": 11,
     "__main__": 12,

@@ -153,3 +153,19 @@ def test_missing_and_corrupt_files(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:-200])
     with pytest.raises(ModelError, match="truncated.pth"):
         load_classifier(truncated, "cpu")
+
+
+def test_predict_says_another_esm_model_needs_its_own_classifier(tmp_path, capsys):
+    """The published classifier with an ESM-2 of another width (as 650M or 15B): one line, before any scoring."""
+    from virnucpro.cli import main
+    from virnucpro.testing.demo import demo_input, make_demo_models
+
+    models = make_demo_models(tmp_path / "models")
+    published = write_tiny_classifier(tmp_path / "500_model.pth", PUBLISHED_INPUT_DIM, hidden_dim=8)
+    status = main(["predict", str(demo_input()), "-o", str(tmp_path / "run"), "--device", "cpu",
+                   "--esm-model", models.esm, "--dnabert-model", models.dnabert, "--classifier", str(published)])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == ModelError.exit_code
+    assert error.startswith(f"virnucpro: error: {published}: key 'hidden_layer.weight': classifier input width is "
+                            f"{PUBLISHED_INPUT_DIM}, expected ")
+    assert "650M or 15B needs a classifier trained on that model" in error

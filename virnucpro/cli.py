@@ -24,6 +24,7 @@ COMMANDS = {
     "status": "virnucpro.commands.status",
     "submit": "virnucpro.commands.submit",
     "models": "virnucpro.commands.models",
+    "selftest": "virnucpro.commands.selftest",
 }
 
 

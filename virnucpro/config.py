@@ -77,7 +77,7 @@ class ModelPaths:
 class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp16"  # fp16 | bf16 | accurate | fp32 (models.precision.PRECISION_MODES; fp32 on CPU)
-    token_budget: int = 0  # tokens per packed batch; 0 = size from free GPU memory
+    token_budget: int = 0  # tokens per packed batch; 0 = sized from the GPU's total memory (engine/loading.py)
     workers: int = -1  # DataLoader workers; -1 = from CPUs
     compile: bool = False  # torch.compile the whole models
     fuse: bool = True  # on CUDA, torch.compile only the elementwise work around the GEMMs (measured +25% on 3B)

@@ -241,7 +241,10 @@ def _build_model(
     hidden_dim, input_dim = hidden.shape
     if expected_input_dim is not None and input_dim != expected_input_dim:
         raise ModelError(
-            path, f"classifier input width is {input_dim}, expected {expected_input_dim}", key="hidden_layer.weight"
+            path, f"classifier input width is {input_dim}, expected {expected_input_dim} (DNABERT-S + ESM-2 widths): "
+            f"a classifier scores only the embeddings it was trained on. The published ones take DNABERT-S 768 + "
+            f"ESM-2 3B 2560 = {PUBLISHED_INPUT_DIM}; --esm-model 650M or 15B needs a classifier trained on that "
+            f"model (--classifier FILE)", key="hidden_layer.weight"
         )
     expected = _expected_shapes(input_dim, hidden_dim)
     _check_keys(path, state, expected)

@@ -5,7 +5,9 @@ Architecture (post-LN BERT without position embeddings):
   each layer: x = LayerNorm(dense(attention(Wqkv(x), ALiBi)) + x)
               x = LayerNorm(wo(gelu(gate) * value) + x), [gate | value] = gated_layers(x)   (GeGLU, no bias)
 The module tree mirrors the checkpoint's key names, so the real state dict loads without renaming.
-Sequences are packed ([total_tokens, hidden], boundaries in `cu_seqlens`); no padding is ever computed.
+Sequences are packed ([total_tokens, hidden], boundaries in `cu_seqlens`). Attention is the exception: the
+varlen kernels take no ALiBi bias, so on the GPU it runs SDPA per padded micro-batch of similar lengths
+(models/attention.py, `padded`; flash-attn, when installed, takes ALiBi on packed tokens).
 The folder's python files (bert_layers.py ...) are never imported or executed.
 """
 

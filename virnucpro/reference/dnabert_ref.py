@@ -2,7 +2,8 @@
 
 Written from the architecture description only (no code shared with virnucpro.models), and tokenized with
 transformers' PreTrainedTokenizerFast, as the published tool does: `mean(model(tokenizer(seq))[0], dim=1)`.
-Slow on purpose; used by tests and `virnucpro bench --check`.
+Slow on purpose; the oracle of the tests (tests/test_dnabert.py, the GPU fidelity test) and of `virnucpro selftest`
+(which passes `token_ids` from the `tokenizers` library, as the image has no transformers).
 """
 
 from __future__ import annotations
@@ -102,13 +103,19 @@ def reference_token_ids(folder: str | os.PathLike, seqs: Sequence[str]) -> list[
 
 
 @torch.no_grad()
-def reference_dnabert_embeddings(folder: str | os.PathLike, seqs: Sequence[str], device: str = "cpu") -> np.ndarray:
+def reference_dnabert_embeddings(folder: str | os.PathLike, seqs: Sequence[str], device: str = "cpu",
+                                 token_ids: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """[n, hidden] float32: mean of the last hidden states over all tokens ([CLS], [SEP] included), computed
-    in fp32 on `device` (on CUDA with TF32 off)."""
+    in fp32 on `device` (on CUDA with TF32 off).
+
+    `token_ids` (one list per sequence) replaces transformers' tokenization, for callers that must not need
+    transformers (`virnucpro selftest` in the image tokenizes with the `tokenizers` library directly).
+    """
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     w = {name: tensor.to(device) for name, tensor in _weights(folder).items()}
-    rows = [reference_hidden_states(config, w, ids).mean(dim=0) for ids in reference_token_ids(folder, seqs)]
+    ids_per_seq = reference_token_ids(folder, seqs) if token_ids is None else token_ids
+    rows = [reference_hidden_states(config, w, ids).mean(dim=0) for ids in ids_per_seq]
     if not rows:
         return np.zeros((0, int(config["hidden_size"])), dtype=np.float32)
     return torch.stack(rows).cpu().numpy().astype(np.float32)

@@ -4,7 +4,7 @@ Loads the checkpoint with `esm.pretrained.load_model_and_alphabet_local` (no cod
 virnucpro.models.esm2) and pools as the published tool does:
 `model(tokens, repr_layers=[num_layers])["representations"][num_layers][0, 1:min(L, 1024) + 1].mean(0)`.
 An empty protein therefore gives NaN here (mean of nothing); the packed path documents zeros instead.
-Slow on purpose; used by tests and `virnucpro bench --check`.
+Slow on purpose; the oracle of the tests (tests/test_esm2.py, the GPU fidelity test) and of `virnucpro selftest`.
 """
 
 from __future__ import annotations

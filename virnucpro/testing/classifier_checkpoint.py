@@ -54,16 +54,22 @@ def write_tiny_classifier(
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     model = random_published_classifier(input_dim, hidden_dim, seed)
     model.bn1.eps = bn_eps
+    if form == "pickle":
+        return save_published_pickle(model, path)
     with atomic_path(path) as tmp:
-        if form == "pickle":
-            with _resolvable_as_main(PublishedMLPClassifier):
-                torch.save(model, tmp)
-        elif form == "state_dict":
+        if form == "state_dict":
             torch.save(model.state_dict(), tmp)
         else:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    return Path(path)
+
+
+def save_published_pickle(model: PublishedMLPClassifier, path: str | Path) -> Path:
+    """`torch.save` of the whole module, as the published training script saved 300_model.pth / 500_model.pth."""
+    with atomic_path(path) as tmp, _resolvable_as_main(PublishedMLPClassifier):
+        torch.save(model, tmp)
     return Path(path)
 
 
