@@ -159,7 +159,7 @@ def _v(name, esm_gemm, esm_residual, dna_gemm, tf32=False) -> Numerics:
     return Numerics(name, custom_precision(esm_gemm, esm_residual, tf32=tf32), custom_precision(dna_gemm, tf32=tf32))
 
 
-CANDIDATES = {v.name: v for v in (
+CANDIDATES = {v.mode: v for v in (
     _v("bf16-residual-bf16", "bf16", "bf16", "bf16"),  # the first round's numerics (ESM-2 residual in bf16)
     _v("bf16", "bf16", "fp32", "bf16"),  # + fp32 residual stream and LayerNorms in ESM-2
     _v("esm-fp16", "fp16", "fp32", "bf16"),

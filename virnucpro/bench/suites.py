@@ -77,7 +77,7 @@ def dnabert_suite(args, device) -> list[Measurement]:
     tokenizer = DnaTokenizer(folder)
     flops = 12 * (2 * (4 * 768 * 768 + 3 * 768 * 3072))  # QKV+out, gated (2x3072) and wo GEMMs, per token
     results = []
-    for workload_name in ("chunks500", "mixed"):
+    for workload_name in [w for w in args.workloads.split(",") if w]:
         seqs = WORKLOADS[workload_name].nucleotides(args.sequences)
         encoded = tokenizer.encode_batch(seqs)
         budget = DNABERT_TOKEN_BUDGET
@@ -86,6 +86,8 @@ def dnabert_suite(args, device) -> list[Measurement]:
             peers.packed(ours, mean_pool_all_tokens, peers.prepack(encoded, budget), device)
 
         results.append(_dna_measure("ours", workload_name, encoded, run_ours, device, flops))
+    if "published" not in args.peers.split(","):
+        return results
     reference, _ = random_dnabert(device, torch.float32, args.dnabert_tokenizer, fuse=False)
     reference.set_attention(device, "sdpa")
     encoded = tokenizer.encode_batch(WORKLOADS["chunks500"].nucleotides(args.published_sequences))
