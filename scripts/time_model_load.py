@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from virnucpro.store.convert import convert_esm2, esm_state_dict, load_fair_esm_checkpoint  # noqa: E402
+from virnucpro.models.esm2 import read_esm2_checkpoint  # noqa: E402
+from virnucpro.store.convert import convert_esm2  # noqa: E402
 
 
 def synchronize(device: torch.device) -> None:
@@ -33,8 +34,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def load_pt_state(path: Path, device: torch.device) -> dict:
-    checkpoint = load_fair_esm_checkpoint(path)
-    return {k: v.to(device) for k, v in esm_state_dict(checkpoint, path).items()}
+    state, _ = read_esm2_checkpoint(path)
+    return {k: v.to(device) for k, v in state.items()}
 
 
 def load_safetensors_state(path: Path, device: torch.device) -> dict:

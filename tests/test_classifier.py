@@ -105,8 +105,8 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, function, argumen
     assert not marker.exists()
 
 
-def test_legacy_format_is_guarded_by_torch_unpickler(tmp_path):
-    # Non-zip (pre-1.6) files bypass our scan; torch's weights-only unpickler must still refuse them.
+def test_legacy_format_is_guarded_too(tmp_path):
+    # Non-zip (pre-1.6) files go through the same two readers (weights_only, then the restricted unpickler).
     marker = tmp_path / "pwned"
     path = tmp_path / "legacy.pth"
     _malicious_checkpoint(path, marker, os.system, f"touch {marker}", _use_new_zipfile_serialization=False)
@@ -132,6 +132,7 @@ def _state_dict_file(tmp_path, edit) -> str:
         (lambda s: s.__setitem__("bn1.weight", torch.zeros(9)), "bn1.weight"),
         (lambda s: s.pop("hidden_layer.weight"), "hidden_layer.weight"),
         (lambda s: s.__setitem__("extra.weight", torch.zeros(1)), "extra.weight"),
+        (lambda s: s.__setitem__("bn1.num_batches_tracked", 1000), "bn1.num_batches_tracked"),
     ],
 )
 def test_wrong_shapes_and_keys_are_refused(tmp_path, edit, key):

@@ -440,6 +440,15 @@ def test_convert_rejects_a_non_checkpoint(tmp_path):
     with pytest.raises(ModelError, match="esm2_bad.pt: key 'model'"):
         convert_esm2(bad)
     evil = tmp_path / "evil.pt"
-    torch.save({"cfg": {"model": Served()}}, evil)  # an arbitrary class: weights_only refuses to unpickle it
-    with pytest.raises(ModelError, match="evil.pt: not a loadable fair-esm checkpoint"):
+    torch.save({"cfg": {"model": _RunsCommand(f"touch {tmp_path / 'pwned'}")}}, evil)
+    with pytest.raises(ModelError, match=r"evil.pt: refused to unpickle: references global '\w+\.system'"):
         convert_esm2(evil)
+    assert not (tmp_path / "pwned").exists()
+
+
+class _RunsCommand:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)

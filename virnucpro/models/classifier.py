@@ -1,27 +1,24 @@
 """The published VirNucPro MLP classifier and a loader that never runs code from the model file.
 
 The published `300_model.pth` / `500_model.pth` are whole pickled modules (`torch.save(model)`) of a class
-defined in the training script's `__main__`. Unpickling such a file normally imports and runs arbitrary code,
-so we read it with torch's weights-only unpickler, registering inert stand-in classes under exactly the global
-names such a file references. The stand-ins only receive their pickled state; we then copy the tensors into
-our own `MLPClassifier`. The same loader reads plain state dicts (.pth/.pt) and .safetensors files.
+defined in the training script (`__main__.MLPClassifier`; retrained ones under whatever module their script had).
+Unpickling such a file normally imports and runs arbitrary code, so it is read with the restricted unpickler of
+models.restricted_pickle: a class named MLPClassifier (any module) and its torch.nn Linear / BatchNorm1d /
+Dropout children become inert stand-ins that only receive their pickled state, every other global is refused,
+and the structure must be the published one. The tensors are then copied into our own `MLPClassifier`. The same
+loader reads plain state dicts (.pth/.pt) and .safetensors files.
 """
 
 from __future__ import annotations
 
-import pickle
-import pickletools
-import re
-import zipfile
-from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from virnucpro.errors import ModelError
-from virnucpro.models.torch_files import load_torch_file
+from virnucpro.models.restricted_pickle import InertObject, PicklePolicy
+from virnucpro.models.torch_files import load_torch_file, plain_reason
 
 PUBLISHED_INPUT_DIM = 768 + 2560  # DNABERT-S mean + ESM-2 3B mean, DNABERT first
 NUM_CLASSES = 2  # index 0 = others, index 1 = virus
@@ -84,131 +81,59 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as error:
-        raise ModelError(path, f"unreadable safetensors file ({error})") from None
+        raise ModelError(path, f"unreadable safetensors file ({plain_reason(error)})") from None
 
 
 def _read_torch_file(path: Path) -> tuple[dict[str, torch.Tensor], float]:
     """A torch.save file: either the published pickled module or a plain state dict."""
-    _refuse_foreign_globals(path)
-    try:
-        loaded = load_torch_file(path, _SAFE_GLOBALS)
-    except pickle.UnpicklingError as error:
-        # Reached only for files our scan could not read (legacy, non-zip format): torch names the global.
-        raise ModelError(path, f"refused to unpickle: {_unpickler_refusal(error)}") from None
-    except (RuntimeError, OSError, EOFError, ValueError, TypeError) as error:
-        raise ModelError(path, f"unreadable torch file ({error})") from None
-    if isinstance(loaded, _PickledMLPClassifier):
+    loaded = load_torch_file(path, policy=CLASSIFIER_PICKLES)
+    if isinstance(loaded, InertObject) and type(loaded).__name__ == "MLPClassifier":
         return _state_from_pickled_module(path, loaded)
     if isinstance(loaded, dict):
         return dict(loaded), DEFAULT_BN_EPS
-    raise ModelError(path, f"expected a pickled MLPClassifier or a state dict, got {type(loaded).__name__}")
+    got = loaded.pickled_global if isinstance(loaded, InertObject) else type(loaded).__name__
+    raise ModelError(path, f"expected a pickled MLPClassifier or a state dict, got {got}")
 
 
-# ------------------------------------------------------------------------------------ pickle stand-ins
+# ------------------------------------------------------------------------------------ the pickled module
+
+# The published class's submodules and their torch.nn classes: the structure a pickled MLPClassifier must have,
+# whatever module the training script that saved it was (`__main__`, `train`, `fidelity_e2e`, ...).
+_CHILDREN = {
+    "hidden_layer": "torch.nn.modules.linear.Linear",
+    "bn1": "torch.nn.modules.batchnorm.BatchNorm1d",
+    "output_layer": "torch.nn.modules.linear.Linear",
+    "dropout": "torch.nn.modules.dropout.Dropout",
+}
+# Read with the restricted unpickler (models.restricted_pickle): these classes become inert attribute bags that
+# only receive their pickled state; no class of the file is imported or called, every other global is refused.
+CLASSIFIER_PICKLES = PicklePolicy("a classifier never needs", stand_ins=frozenset(_CHILDREN.values()),
+                                  class_names=frozenset({"MLPClassifier"}))
 
 
-class _PickledState:
-    """Receives an object's pickled `__dict__` and nothing else: no module code, no hooks, no __init__."""
-
-    def __init__(self):
-        raise TypeError("stand-ins are only created by the unpickler")
-
-    def __setstate__(self, state) -> None:
-        if not isinstance(state, dict):
-            raise pickle.UnpicklingError(f"unexpected pickled state for {type(self).__qualname__}")
-        self.pickled = state
-
-
-def _stand_in(module: str, name: str) -> type:
-    # The weights-only unpickler resolves a registered class by `__module__` + name, so the stand-in carries
-    # the published names (torch >= 2.5 uses __qualname__, torch 2.4 __name__).
-    return type(name, (_PickledState,), {"__module__": module, "__qualname__": name})
+def _children(path: Path, root: InertObject) -> dict[str, InertObject]:
+    """The four submodules, each of its torch.nn class; anything else is not the published classifier."""
+    children = root.fields.get("_modules")
+    found = {name: getattr(child, "pickled_global", type(child).__name__)
+             for name, child in (children.items() if isinstance(children, dict) else ())}
+    if found != _CHILDREN:
+        listed = ", ".join(f"{name} ({cls.rsplit('.', 1)[-1]})" for name, cls in found.items()) or "none"
+        raise ModelError(path, f"{root.pickled_global} is not the VirNucPro classifier: its submodules are {listed}; "
+                               f"expected hidden_layer (Linear), bn1 (BatchNorm1d), output_layer (Linear), "
+                               f"dropout (Dropout)")
+    return children
 
 
-_PickledMLPClassifier = _stand_in("__main__", "MLPClassifier")
-_STAND_INS = (
-    _PickledMLPClassifier,
-    _stand_in("torch.nn.modules.linear", "Linear"),
-    _stand_in("torch.nn.modules.batchnorm", "BatchNorm1d"),
-    _stand_in("torch.nn.modules.dropout", "Dropout"),
-)
-_SAFE_GLOBALS = [*_STAND_INS, set, OrderedDict]
-
-# Every global a `torch.save(model)` of the published class (or of a state dict) references, as the
-# pickle names them. Anything else (os.system, builtins.eval, ...) means the file is not what it claims.
-_ALLOWED_GLOBALS = frozenset(
-    [f"{cls.__module__}.{cls.__qualname__}" for cls in _STAND_INS]
-    + ["builtins.set", "collections.OrderedDict"]
-    + ["torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"]
-    + [f"torch.{kind}Storage" for kind in ("Float", "Double", "Half", "BFloat16", "Long", "Int")]
-)
-
-
-def _refuse_foreign_globals(path: Path) -> None:
-    """Name the first global outside the allowlist before torch's unpickler sees the file."""
-    pickled = _data_pickle(path)
-    if pickled is None:
-        return
-    for name in _pickle_globals(path, pickled):
-        if name not in _ALLOWED_GLOBALS:
-            raise ModelError(path, f"refused to unpickle: references global '{name}', which a classifier never needs")
-
-
-def _data_pickle(path: Path) -> bytes | None:
-    """The main pickle of a torch zip checkpoint; None for other layouts (torch's unpickler still guards them)."""
-    if not zipfile.is_zipfile(path):
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            return archive.read(names[0]) if names else None
-    except (zipfile.BadZipFile, OSError) as error:
-        raise ModelError(path, f"corrupt torch zip file ({error})") from None
-
-
-def _pickle_globals(path: Path, pickled: bytes) -> list[str]:
-    found = []
-    try:
-        for opcode, arg, _ in pickletools.genops(pickled):
-            if opcode.name == "GLOBAL":
-                found.append(_canonical_global(*arg.split(" ", 1)))
-            elif opcode.name in ("STACK_GLOBAL", "INST", "OBJ", "EXT1", "EXT2", "EXT4"):
-                found.append(f"<{opcode.name} opcode>")  # torch.save never emits these
-    except (ValueError, IndexError) as error:
-        raise ModelError(path, f"corrupt pickle ({error})") from None
-    return found
-
-
-def _unpickler_refusal(error: Exception) -> str:
-    """The one informative line of torch's multi-paragraph weights-only error."""
-    message = str(error)
-    named = re.search(r"GLOBAL (\S+)", message)
-    if named:
-        return f"references global '{named.group(1)}', which a classifier never needs"
-    detail = [line.strip() for line in message.splitlines() if "WeightsUnpickler error" in line]
-    return detail[0] if detail else message.splitlines()[0]
-
-
-def _canonical_global(module: str, name: str) -> str:
-    # Protocol-2 pickles spell Python 3 names the Python 2 way (`__builtin__ set`); map them back.
-    if (module, name) in NAME_MAPPING:
-        module, name = NAME_MAPPING[(module, name)]
-    module = IMPORT_MAPPING.get(module, module)
-    return f"{module}.{name}"
-
-
-def _state_from_pickled_module(path: Path, root: _PickledState) -> tuple[dict[str, torch.Tensor], float]:
+def _state_from_pickled_module(path: Path, root: InertObject) -> tuple[dict[str, torch.Tensor], float]:
     state: dict[str, torch.Tensor] = {}
-    children = root.pickled.get("_modules", {})
+    children = _children(path, root)
     for child_name, child in children.items():
-        if not isinstance(child, _PickledState):
-            continue  # e.g. None placeholders
         for group in ("_parameters", "_buffers"):
-            for key, tensor in child.pickled.get(group, {}).items():
+            tensors = child.fields.get(group) or {}
+            for key, tensor in (tensors.items() if isinstance(tensors, dict) else ()):
                 if tensor is not None:
-                    state[f"{child_name}.{key}"] = tensor.detach()
-    bn1 = children.get("bn1")
-    bn_eps = bn1.pickled.get("eps", DEFAULT_BN_EPS) if isinstance(bn1, _PickledState) else DEFAULT_BN_EPS
+                    state[f"{child_name}.{key}"] = tensor.detach() if isinstance(tensor, torch.Tensor) else tensor
+    bn_eps = children["bn1"].fields.get("eps", DEFAULT_BN_EPS)
     if not isinstance(bn_eps, float):
         raise ModelError(path, f"bn1.eps is {bn_eps!r}, not a float", key="bn1.eps")
     return state, bn_eps
@@ -265,6 +190,8 @@ def _check_keys(path: Path, state: dict, expected: dict[str, tuple[int, ...]]) -
             raise ModelError(path, f"shape {tuple(tensor.shape)}, expected {shape}", key=key)
         if not tensor.is_floating_point():
             raise ModelError(path, f"dtype {tensor.dtype} is not floating point", key=key)
-    for key in state:
+    for key, value in state.items():
         if key not in expected and key not in _OPTIONAL_KEYS:
             raise ModelError(path, "unexpected tensor: not part of the VirNucPro classifier", key=str(key))
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(path, f"a {type(value).__name__} where a tensor belongs", key=str(key))

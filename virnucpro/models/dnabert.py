@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from virnucpro.errors import ModelError
 from virnucpro.models import attention as varlen_attention
 from virnucpro.models.precision import FP32, Precision, as_precision
-from virnucpro.models.torch_files import load_torch_file
+from virnucpro.models.torch_files import load_torch_file, plain_reason
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -250,14 +250,14 @@ def find_weight_file(folder: Path) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors only: safetensors, or a torch pickle restricted to tensors (weights_only)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path), device="cpu")
-        state = load_torch_file(path)
-    except Exception as error:
-        raise ModelError(path, f"unreadable weights: {error}") from error
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own types for a damaged header
+            raise ModelError(path, f"unreadable weights ({plain_reason(error)})") from None
+    state = load_torch_file(path)  # tensors only; a ModelError names anything else
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise ModelError(path, "not a plain state dict of tensors")
     return state

@@ -12,13 +12,16 @@ A fused QKV projection was measured on an H100 (3B shape, bf16, varlen attention
 so the three projections stay separate.
 
 Checkpoints: fair-esm `.pt` files ({"model": state dict, "cfg": {"model": Namespace}} or older {"args": ...}),
-read through models.torch_files (weights_only, mmap); or `.safetensors` with the same (stripped) names and the shape under the
-header metadata key "virnucpro" as JSON: {"model": "esm2", "num_layers", "embed_dim", "attention_heads",
+read through models.torch_files (weights_only and mmap; a `cfg` holding other config classes is read with the
+restricted unpickler, those classes as inert stand-ins; a shape the config does not give comes from the tensors
+and the released ESM-2 sizes); or `.safetensors` with the same (stripped) names and the shape under the header
+metadata key "virnucpro" as JSON: {"model": "esm2", "num_layers", "embed_dim", "attention_heads",
 "token_dropout"} (see `safetensors_metadata`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -33,7 +36,8 @@ from virnucpro.errors import ModelError
 from virnucpro.models import attention as attention_backends
 from virnucpro.models.attention import sequence_of_token
 from virnucpro.models.precision import FP32, Precision, as_precision
-from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file
+from virnucpro.models.restricted_pickle import InertObject, PicklePolicy
+from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file, plain_reason
 
 log = logging.getLogger(__name__)
 
@@ -240,31 +244,100 @@ def strip_prefixes(state_dict: dict) -> dict:
     return {_PREFIX.sub("", name): tensor for name, tensor in state_dict.items()}
 
 
-def _shape_from_namespace(path: Path, data: dict) -> Esm2Shape:
+# The released ESM-2 sizes (name: layers, width, heads). When a checkpoint's configuration does not give the shape,
+# layers and width come from the tensors and the heads from the width.
+RELEASED_ESM2 = {"8M": (6, 320, 20), "35M": (12, 480, 20), "150M": (30, 640, 20), "650M": (33, 1280, 20),
+                 "3B": (36, 2560, 40), "15B": (48, 5120, 40)}
+_HEADS_BY_WIDTH = {width: heads for _, width, heads in RELEASED_ESM2.values()}
+_CONFIG_FIELDS = {"num_layers": ("encoder_layers", "layers"), "embed_dim": ("encoder_embed_dim", "embed_dim"),
+                  "attention_heads": ("encoder_attention_heads", "attention_heads")}
+
+# fair-esm's files come from fairseq training: besides argparse.Namespace their `cfg` may hold fairseq or
+# omegaconf config classes and numpy values. Those become inert attribute bags (models.restricted_pickle).
+FAIR_ESM_PICKLES = PicklePolicy(
+    "is neither tensor data nor a configuration class",
+    stand_ins=frozenset(f"{module}.{name}" for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+                        for name in ("scalar", "_reconstruct")) | {"numpy.dtype", "numpy.ndarray"},
+    unknown_classes=True,
+)
+
+
+def _config_value(config, name: str):
+    """A field of a checkpoint configuration: dict key, argparse.Namespace or stand-in attribute, or an
+    omegaconf DictConfig's node (pickled as `_content[name]._val`); None when absent."""
+    if isinstance(config, dict):
+        fields = config
+    elif isinstance(config, InertObject):
+        fields = config.fields
+    elif isinstance(config, argparse.Namespace):
+        fields = vars(config)
+    else:
+        return None
+    if name in fields:
+        return fields[name]
+    content = fields.get("_content")
+    node = content.get(name) if isinstance(content, dict) else None
+    if isinstance(node, InertObject) and "_val" in node.fields:  # a value node; a nested DictConfig stays itself
+        return node.fields["_val"]
+    return node
+
+
+def _as_int(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        return int(value)
+    return None
+
+
+def _checkpoint_config(data: dict):
+    """fair-esm's ESM-2 configuration (`cfg["model"]`), or the older `args`; None when neither is there."""
     cfg = data.get("cfg")
-    ns = cfg.get("model") if isinstance(cfg, dict) else data.get("args")
-    if ns is None:
-        raise ModelError(path, "not a fair-esm checkpoint (no cfg.model or args)", key="cfg")
-    names = {"num_layers": ("encoder_layers", "layers"), "embed_dim": ("encoder_embed_dim", "embed_dim"),
-             "attention_heads": ("encoder_attention_heads", "attention_heads")}
+    model_cfg = _config_value(cfg, "model") if cfg is not None else None
+    return model_cfg if model_cfg is not None else data.get("args")
+
+
+def _shape_from_config(path: Path, data: dict, state: dict) -> Esm2Shape:
+    """The shape from the checkpoint's configuration; what it does not give, from the tensors (layers, width)
+    and the released ESM-2 sizes (heads by width)."""
+    config = _checkpoint_config(data)
     values = {}
-    for field, candidates in names.items():
-        found = [getattr(ns, c) for c in candidates if hasattr(ns, c)]
-        if not found:
-            raise ModelError(path, "checkpoint configuration lacks this field", key=f"cfg.model.{candidates[0]}")
-        values[field] = int(found[0])
-    return Esm2Shape(**values, token_dropout=bool(getattr(ns, "token_dropout", True)))
+    for field, candidates in _CONFIG_FIELDS.items():
+        found = [_as_int(_config_value(config, name)) for name in candidates] if config is not None else []
+        values[field] = next((value for value in found if value is not None), None)
+    if None in values.values():
+        values = _shape_from_tensors(path, state, values)
+    token_dropout = _config_value(config, "token_dropout") if config is not None else None
+    return Esm2Shape(**values, token_dropout=token_dropout if isinstance(token_dropout, bool) else True)
+
+
+def _shape_from_tensors(path: Path, state: dict, known: dict) -> dict:
+    embed = state.get("embed_tokens.weight")
+    if not isinstance(embed, torch.Tensor) or embed.dim() != 2:
+        raise ModelError(path, "no usable configuration (cfg.model or args) and no 2-d embedding to take the width "
+                               "from", key="embed_tokens.weight")
+    layer_ids = _layer_ids(state)
+    if not known["num_layers"] and not layer_ids:
+        raise ModelError(path, "no transformer layer in the state dict", key="layers.0")
+    width = known["embed_dim"] or int(embed.shape[1])
+    heads = known["attention_heads"] or _HEADS_BY_WIDTH.get(width)
+    if heads is None:
+        sizes = ", ".join(str(w) for w in sorted(_HEADS_BY_WIDTH))
+        raise ModelError(path, f"the configuration does not give the attention heads and width {width} is not a "
+                               f"released ESM-2 size ({sizes})", key="cfg.model.encoder_attention_heads")
+    log.info("%s: shape taken from the tensors (the configuration does not give it)", path)
+    return {"num_layers": known["num_layers"] or max(layer_ids) + 1, "embed_dim": width, "attention_heads": heads}
 
 
 def _read_pt(path: Path) -> tuple[dict, Esm2Shape]:
-    try:
-        data = load_torch_file(path, FAIR_ESM_GLOBALS)
-    except Exception as error:  # torch raises many types (pickle, zip, runtime) for a non-checkpoint file
-        raise ModelError(path, f"not a readable fair-esm checkpoint: {type(error).__name__}: "
-                               f"{str(error).splitlines()[0] if str(error) else ''}") from error
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+    data = load_torch_file(path, policy=FAIR_ESM_PICKLES, allowed=FAIR_ESM_GLOBALS)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict) or not data["model"]:
         raise ModelError(path, "not a fair-esm checkpoint (no 'model' state dict)", key="model")
-    return strip_prefixes(data["model"]), _shape_from_namespace(path, data)
+    state = strip_prefixes(data["model"])
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(path, f"a {type(value).__name__} where a tensor belongs", key=str(key))
+    return state, _shape_from_config(path, data, state)
 
 
 def safetensors_metadata(shape: Esm2Shape) -> dict[str, str]:
@@ -280,7 +353,7 @@ def _read_safetensors(path: Path) -> tuple[dict, Esm2Shape]:
             meta = json.loads((handle.metadata() or {}).get(SAFETENSORS_KEY, "null"))
             state = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as error:  # safetensors raises its own error types for a corrupt header
-        raise ModelError(path, f"not a readable safetensors file: {error}") from error
+        raise ModelError(path, f"not a readable safetensors file ({plain_reason(error)})") from None
     if not isinstance(meta, dict) or meta.get("model") != "esm2":
         raise ModelError(path, "safetensors file lacks ESM-2 metadata", key=SAFETENSORS_KEY)
     try:
@@ -314,9 +387,13 @@ def _check_state(path: Path, state: dict, expected: dict) -> dict:
     return kept
 
 
+def _layer_ids(state: dict) -> set[int]:
+    return {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
+
+
 def _check_shape(path: Path, state: dict, shape: Esm2Shape) -> None:
     """The configuration must agree with the tensors (layer count, width, heads)."""
-    layer_ids = {int(m.group(1)) for k in state if (m := re.match(r"layers\.(\d+)\.", k))}
+    layer_ids = _layer_ids(state)
     if layer_ids and max(layer_ids) + 1 != shape.num_layers:
         raise ModelError(path, f"configuration says {shape.num_layers} layers, state dict has {max(layer_ids) + 1}",
                          key=f"layers.{max(layer_ids)}")

@@ -13,6 +13,8 @@ Format written (read by virnucpro.models.esm2):
       embed_dim       decimal integer (cfg.encoder_embed_dim)
       attention_heads decimal integer (cfg.encoder_attention_heads)
       token_dropout   "true" | "false" (cfg.token_dropout)
+                      (the shape as virnucpro.models.esm2 reads it: from the tensors and the released sizes
+                      where the checkpoint's config does not give it)
       virnucpro       the same shape as JSON, {"model": "esm2", "num_layers": 36, "embed_dim": 2560,
                       "attention_heads": 40, "token_dropout": true}: the key virnucpro.models.esm2 reads
                       (written by its own `safetensors_metadata`, so the two cannot drift apart)
@@ -31,7 +33,7 @@ import torch
 
 from virnucpro.errors import ModelError
 from virnucpro.io.atomic import atomic_write
-from virnucpro.models.esm2 import Esm2Shape, safetensors_metadata, strip_prefixes
+from virnucpro.models.esm2 import FAIR_ESM_PICKLES, Esm2Shape, read_esm2_checkpoint, safetensors_metadata
 from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file
 from virnucpro.store.catalog import StoreLocations, load_catalog
 from virnucpro.store.fetch import find_in_place
@@ -45,26 +47,7 @@ _DTYPES = {
 }
 
 
-def load_fair_esm_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint dict, unpickled with weights_only (its config is an argparse.Namespace), memory-mapped."""
-    path = Path(path)
-    try:
-        return load_torch_file(path, FAIR_ESM_GLOBALS)
-    except FileNotFoundError:
-        raise ModelError(path, "ESM-2 checkpoint not found") from None
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint we accept"
-        raise ModelError(path, f"not a loadable fair-esm checkpoint ({type(error).__name__}: "
-                               f"{str(error).splitlines()[0] if str(error) else ''})") from None
-
-
-def esm_metadata(checkpoint: dict, path: Path) -> dict[str, str]:
-    try:
-        cfg = checkpoint["cfg"]["model"]
-        shape = Esm2Shape(int(cfg.encoder_layers), int(cfg.encoder_embed_dim), int(cfg.encoder_attention_heads),
-                          bool(cfg.token_dropout))
-    except (KeyError, TypeError, AttributeError) as error:
-        raise ModelError(path, "no ESM-2 model config (cfg.model.encoder_*) in the checkpoint",
-                         key=str(error).strip("'")) from None
+def esm_metadata(shape: Esm2Shape) -> dict[str, str]:
     return {
         "format": FORMAT,
         "num_layers": str(shape.num_layers),
@@ -75,27 +58,24 @@ def esm_metadata(checkpoint: dict, path: Path) -> dict[str, str]:
     }
 
 
-def esm_state_dict(checkpoint: dict, path: Path) -> dict[str, torch.Tensor]:
-    if not isinstance(checkpoint.get("model"), dict):
-        raise ModelError(path, "no 'model' state dict in the checkpoint", key="model")
-    return strip_prefixes(checkpoint["model"])
-
-
 def regression_state_dict(pt_path: Path) -> dict[str, torch.Tensor]:
     """fair-esm keeps the contact head in a sibling file; its keys are already unprefixed."""
     regression = pt_path.with_name(pt_path.stem + "-contact-regression.pt")
     if not regression.is_file():
         return {}
-    return dict(load_fair_esm_checkpoint(regression)["model"])
+    data = load_torch_file(regression, policy=FAIR_ESM_PICKLES, allowed=FAIR_ESM_GLOBALS)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ModelError(regression, "not a fair-esm contact-regression file (no 'model' state dict)", key="model")
+    return dict(data["model"])
 
 
 def convert_esm2(pt_path: str | os.PathLike, out_path: str | os.PathLike | None = None) -> Path:
     """Write `<stem>.safetensors` beside the .pt (or at out_path) atomically; return its path."""
     pt_path = Path(pt_path)
     out_path = Path(out_path) if out_path else pt_path.with_suffix(".safetensors")
-    checkpoint = load_fair_esm_checkpoint(pt_path)
-    metadata = esm_metadata(checkpoint, pt_path)
-    tensors = {**esm_state_dict(checkpoint, pt_path), **regression_state_dict(pt_path)}
+    state, shape = read_esm2_checkpoint(pt_path)  # the packed model's own reader: same names, same shape
+    metadata = esm_metadata(shape)
+    tensors = {**state, **regression_state_dict(pt_path)}
     metadata.update(source=pt_path.name, source_sha256=sha256_file(pt_path))
     write_safetensors(out_path, tensors, metadata)
     return out_path

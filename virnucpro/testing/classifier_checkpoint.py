@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from virnucpro.io.atomic import atomic_path
+from virnucpro.testing.pickles import pickled_as
 
 FORMS = ("pickle", "state_dict", "safetensors")
 
 
 class PublishedMLPClassifier(nn.Module):
-    """A replica of the training script's class; pickles as `__main__.MLPClassifier`, like the published files."""
+    """A replica of the training script's class; pickled as `__main__.MLPClassifier` like the published files
+    (or under another script's module name, see `save_published_pickle`)."""
 
     def __init__(self, input_dim, hidden_dim, num_class):
         super().__init__()
@@ -30,11 +30,6 @@ class PublishedMLPClassifier(nn.Module):
         x = torch.relu(x)
         x = self.dropout(x)
         return self.output_layer(x)
-
-
-PublishedMLPClassifier.__module__ = "__main__"
-PublishedMLPClassifier.__qualname__ = "MLPClassifier"
-PublishedMLPClassifier.__name__ = "MLPClassifier"
 
 
 def write_tiny_classifier(
@@ -66,9 +61,11 @@ def write_tiny_classifier(
     return Path(path)
 
 
-def save_published_pickle(model: PublishedMLPClassifier, path: str | Path) -> Path:
-    """`torch.save` of the whole module, as the published training script saved 300_model.pth / 500_model.pth."""
-    with atomic_path(path) as tmp, _resolvable_as_main(PublishedMLPClassifier):
+def save_published_pickle(model: PublishedMLPClassifier, path: str | Path, module: str = "__main__") -> Path:
+    """`torch.save` of the whole module, as the published training script saved 300_model.pth / 500_model.pth;
+    `module`: the module the class is pickled under (the published files say `__main__`, a retraining script
+    imported as `train` says `train`)."""
+    with atomic_path(path) as tmp, pickled_as(PublishedMLPClassifier, module, "MLPClassifier"):
         torch.save(model, tmp)
     return Path(path)
 
@@ -87,19 +84,3 @@ def random_published_classifier(input_dim: int, hidden_dim: int, seed: int) -> P
         model.bn1.running_var.copy_(0.2 + torch.rand(hidden_dim, generator=generator) * 2)
         model.bn1.num_batches_tracked.fill_(1000)
     return model.eval()
-
-
-@contextlib.contextmanager
-def _resolvable_as_main(cls: type):
-    """pickle checks that `__main__.MLPClassifier` is the very class it saves; make it so, then restore."""
-    main = sys.modules["__main__"]
-    missing = object()
-    previous = getattr(main, cls.__qualname__, missing)
-    setattr(main, cls.__qualname__, cls)
-    try:
-        yield
-    finally:
-        if previous is missing:
-            delattr(main, cls.__qualname__)
-        else:
-            setattr(main, cls.__qualname__, previous)
