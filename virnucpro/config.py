@@ -94,3 +94,4 @@ class PredictConfig:
     save_embeddings: bool = False
     gpus: int = 0  # 0 = every visible GPU
     force_restart: bool = False
+    dedup: bool = True  # score identical frames once (run.dedup); fixed when the run is planned

@@ -50,7 +50,7 @@ def _refuse_incomplete(run: RunDir, manifest: Manifest) -> None:
 def _check_plan(manifest: Manifest, source: FrameSource) -> None:
     bounds = [(start, stop) for start, stop, _ in manifest.shards]
     contiguous = all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
-    if len(source) != manifest.frames or not contiguous or (bounds and (bounds[0][0], bounds[-1][1]) != (0, len(source))):
+    if len(source) != manifest.frames or not contiguous or (bounds and (bounds[0][0], bounds[-1][1]) != (0, manifest.scored_frames)):
         raise RunStateError(f"manifest shard plan does not cover the {len(source)} prepared frames exactly once")
 
 
@@ -72,7 +72,7 @@ def _write_embeddings(run: RunDir, manifest: Manifest, source: FrameSource) -> N
 
     models = {role: f"{entry['path']} sha256:{entry['sha256']}" for role, entry in manifest.identity.models.items()}
     writer = None
-    for part in iter_scored(run, manifest, source, with_embeddings=True):
+    for part in iter_scored(run, manifest, with_embeddings=True):
         if writer is None:
             writer = EmbeddingsWriter(run.output(EMBEDDINGS), part.dna.shape[1], part.protein.shape[1], models)
         try:
@@ -89,7 +89,7 @@ def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, options
     from virnucpro.outputs.results import write_prediction_results
     from virnucpro.outputs.summary import summarize, write_summary
 
-    parts = list(iter_scored(run, manifest, source, with_embeddings=False))
+    parts = list(iter_scored(run, manifest, with_embeddings=False))
     ids = [frame_id for part in parts for frame_id in part.ids]
     scores = np.concatenate([part.scores for part in parts]) if parts else np.zeros((0, 2), np.float32)
     options.on_event("aggregate")

@@ -1,8 +1,9 @@
 """Run-time knobs of the checkpointing machinery (from EnvConfig) and the run's event hook.
 
 `RunOptions.on_event(name)` is called at the named moments of a run (RUN_EVENTS, in order of a run's life:
-after prep, before the manifest is written, after each scored block, before a part's rename, after a part is
-written, after a shard's `.done`, before each final output). The default does nothing; the reliability tests
+after prep, after the frame index, during de-duplication (after each hashed chunk and each resolved bucket),
+before the manifest is written, after each SLURM array is submitted and recorded, after each scored block,
+before a part's rename, after a part is written, after a shard's `.done`, before each final output). The default does nothing; the reliability tests
 install a hook there (tests/fault_runner.py kills the process at the n-th occurrence of an event).
 """
 
@@ -13,7 +14,7 @@ from typing import Callable
 
 from virnucpro.config import EnvConfig
 
-RUN_EVENTS = ("prep", "plan", "block", "part-write", "part", "shard-done", "aggregate")
+RUN_EVENTS = ("prep", "index", "dedup", "plan", "submit", "block", "part-write", "part", "shard-done", "aggregate")
 EventHook = Callable[[str], None]
 
 
