@@ -41,45 +41,38 @@ class Frame:
     protein: str
 
 
-def _file_bytes(path: Path) -> np.ndarray:
-    """The file as a read-only byte array (memory-mapped; empty files cannot be mapped)."""
-    if path.stat().st_size == 0:
-        return np.zeros(0, dtype=np.uint8)
-    return np.memmap(path, dtype=np.uint8, mode="r")
-
-
-def _lines(data: np.ndarray):
-    """(starts, ends) of every line, chunk by chunk; ends exclude the newline; a last line may lack one."""
-    size, line_start = len(data), 0
-    for first in range(0, size, SCAN_BYTES):
-        last = min(first + SCAN_BYTES, size)
-        ends = np.flatnonzero(data[first:last] == ord("\n")) + first
-        if last == size and line_start < size and (not len(ends) or ends[-1] != size - 1):
-            ends = np.append(ends, size)
-        if len(ends):
-            yield np.concatenate(([line_start], ends[:-1] + 1)).astype(np.int64), ends.astype(np.int64)
-            line_start = int(ends[-1]) + 1
+def _record_blocks(path: Path):
+    """(file offset, bytes) of consecutive whole records (header and sequence line), about SCAN_BYTES each; the
+    unfinished record at the end of a read is carried into the next block. A last line may lack its newline."""
+    carry, offset = b"", 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(SCAN_BYTES):
+            block = np.frombuffer(carry + chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(block == ord("\n"))
+            whole = len(newlines) // 2 * 2
+            cut = int(newlines[whole - 1]) + 1 if whole else 0
+            if cut:
+                yield offset, block[:cut]
+            carry, offset = block[cut:].tobytes(), offset + cut
+    if carry:
+        yield offset, np.frombuffer(carry if carry.endswith(b"\n") else carry + b"\n", dtype=np.uint8)
 
 
 def _scan(path: Path):
-    """Byte offset of each record's header and length of its sequence line, chunk by chunk (vectorised)."""
-    data = _file_bytes(path)
-    pending = (np.zeros(0, np.int64), np.zeros(0, np.int64))  # a header whose sequence line is in the next chunk
+    """Byte offset of each record's header and length of its sequence line, block by block (vectorised)."""
     records = 0
-    for starts, ends in _lines(data):
-        starts, ends = np.concatenate((pending[0], starts)), np.concatenate((pending[1], ends))
-        whole = len(starts) // 2 * 2
-        pending = (starts[whole:], ends[whole:])
-        headers, sequences, sequence_ends = starts[0:whole:2], starts[1:whole:2], ends[1:whole:2]
-        bad = np.flatnonzero(data[headers] != ord(">")) if len(headers) else []
-        if len(bad):
+    for offset, block in _record_blocks(path):
+        newlines = np.flatnonzero(block == ord("\n"))
+        starts = np.concatenate(([0], newlines[:-1] + 1))
+        headers, sequences, ends = starts[0::2], starts[1::2], newlines[1::2]
+        bad = np.flatnonzero(block[headers] != ord(">"))
+        if len(bad) or len(sequences) < len(headers):
+            first_bad = int(bad[0]) if len(bad) else len(sequences)
             raise InputError(path, "malformed prepared file (expected '>id' then one sequence line)",
-                             line=2 * (records + int(bad[0])) + 1)
-        carriage = (sequence_ends > sequences) & (data[np.maximum(sequence_ends - 1, 0)] == ord("\r"))
-        yield headers, (sequence_ends - sequences - carriage).astype(np.int32)
+                             line=2 * (records + first_bad) + 1)
+        carriage = (ends > sequences) & (block[np.maximum(ends - 1, 0)] == ord("\r"))
+        yield headers.astype(np.int64) + offset, (ends - sequences - carriage).astype(np.int32)
         records += len(headers)
-    if len(pending[0]):
-        raise InputError(path, "malformed prepared file (expected '>id' then one sequence line)", line=2 * records + 1)
 
 
 def build_index(prep_dir: Path) -> Path:

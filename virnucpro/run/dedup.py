@@ -43,7 +43,7 @@ WORK_DIR = ".dedup-work"
 HASH_FRAMES = 1 << 17  # frames hashed per step
 BUCKET_BYTES = 1 << 26  # frame text per bucket: what one resolve step holds in memory (~3x this at its peak)
 MAX_BUCKETS = 2048
-NUMBER_FRAMES = 1 << 22  # frames per step of the numbering pass
+NUMBER_FRAMES = 1 << 20  # frames per step of the numbering pass
 _KEY_FIELDS = 4  # per frame in a bucket: hash (2 x uint64), prepared index, text length
 
 FrameHash = Callable[[bytes], bytes]  # frame text -> 16 bytes

@@ -28,9 +28,11 @@ class RunOptions:
     part_seconds: float = 120.0  # ...or this many seconds, whichever comes first
     block_frames: int = 4096  # frames per Scorer block
     shard_tokens: int = 20_000_000  # target tokens per shard (~ minutes of one GPU on ESM-2 3B)
+    # "up": shards of at most shard_tokens (predict); "down": of at least shard_tokens (submit: start-up bound)
+    shard_rounding: str = "up"
     on_event: EventHook = ignore_event
 
     @classmethod
     def from_env(cls, env: EnvConfig, on_event: EventHook = ignore_event) -> "RunOptions":
         return cls(part_frames=env.part_frames, part_seconds=env.part_seconds, block_frames=env.block_frames,
-                   shard_tokens=env.shard_tokens, on_event=on_event)
+                   shard_tokens=env.shard_tokens or cls.shard_tokens, on_event=on_event)

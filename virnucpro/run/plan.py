@@ -57,15 +57,17 @@ def frame_costs(source: FrameSource) -> TokenCosts:
     return TokenCosts(source.aa_lengths)
 
 
-def plan_shards(costs, min_shards: int, target_tokens: int) -> list[tuple[int, int, int]]:
-    """Contiguous [start, stop) ranges with about equal token sums: max(min_shards, tokens/target) of them.
+def plan_shards(costs, min_shards: int, target_tokens: int, rounding: str = "up") -> list[tuple[int, int, int]]:
+    """Contiguous [start, stop) ranges with about equal token sums: max(min_shards, tokens/target) of them,
+    tokens/target rounded up (shards of at most target tokens) or down (of at least target tokens).
 
     `costs`: per-frame tokens, anything that slices into int arrays (an array, TokenCosts); read in chunks."""
     frames = len(costs)
     if frames == 0:
         return []
     total = sum(int(np.sum(costs[a:b])) for a, b in iter_chunks(frames, COST_CHUNK))
-    count = min(frames, max(1, min_shards, math.ceil(total / max(target_tokens, 1))))
+    by_size = (math.ceil if rounding == "up" else math.floor)(total / max(target_tokens, 1))
+    count = min(frames, max(1, min_shards, by_size))
     cuts = _first_reaching(costs, total * np.arange(1, count) / count) + 1
     bounds = [0]
     for k, cut in enumerate(cuts.tolist(), start=1):  # keep every shard non-empty
@@ -122,7 +124,7 @@ def plan_frames(prep_dir: Path, dedup: bool, min_shards: int, options: RunOption
         source = unique_source(prep_dir)
     costs = frame_costs(source)
     tokens = costs.sum()
-    shards = plan_shards(costs, min_shards, options.shard_tokens)
+    shards = plan_shards(costs, min_shards, options.shard_tokens, options.shard_rounding)
     if dedup:
         log.info("de-duplication: %d of %d frames distinct, %d of %d tokens to compute (%.1f%% saved)", unique,
                  source.prepared_frames, tokens, frame_tokens, 100 * (1 - tokens / max(frame_tokens, 1)))
