@@ -27,7 +27,7 @@ IDENTIFIED_PROTEIN = "identified_protein.faa"
 INDEX_DIR = "frames.index"  # folder of memory-mapped arrays (io.mapped)
 LEGACY_INDEX = "frames.index.npz"  # run directories planned before the memory-mapped index
 INDEX_ARRAYS = {"nt_offsets": "int64", "nt_lengths": "int32", "aa_offsets": "int64", "aa_lengths": "int32"}
-SCAN_BYTES = 1 << 26  # bytes of a prepared file examined per numpy step while indexing
+SCAN_BYTES = 1 << 24  # bytes of a prepared file examined per numpy step while indexing
 MAX_GAP = 8  # a selection read takes up to this many unwanted frames between two wanted ones in one read
 FASTA_WIDTH = 60  # chunked.fasta line length (Biopython's FASTA writer)
 

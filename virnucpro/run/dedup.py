@@ -34,6 +34,8 @@ import numpy as np
 from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, is_complete, iter_chunks, \
     remove_stale_temporaries, scratch_array
 from virnucpro.io.prep_files import IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, FrameSource
+from virnucpro.run.manifest import Manifest
+from virnucpro.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +239,6 @@ def unique_source(prep_dir: Path) -> FrameSource:
     return FrameSource(prep_dir, selection=Path(prep_dir) / UNIQUE_DIR)
 
 
-def scoring_source(run, manifest) -> FrameSource:
-    """The frames a run's shards score (run: RunDir, manifest: Manifest): the distinct ones when de-duplicated."""
+def scoring_source(run: RunDir, manifest: Manifest) -> FrameSource:
+    """The frames a run's shards score: the distinct ones when de-duplicated, else every prepared frame."""
     return unique_source(run.prep) if manifest.dedup else FrameSource(run.prep)

@@ -7,6 +7,7 @@ callers see every prepared frame, with its own id, in prep order, whichever way 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator
 
 import numpy as np
@@ -92,8 +93,6 @@ class _DistinctTable:
 
 
 def _fanned_out(run: RunDir, manifest: Manifest, computed: Iterator[PartData], with_embeddings: bool):
-    import contextlib
-
     prepared = FrameSource(run.prep)
     unique_of = unique_of_frames(run.prep)
     for stale in run.root.glob(f"{_SCRATCH}.*.tmp"):  # left by a killed aggregation

@@ -63,7 +63,7 @@ class PrepTask:
             submission = submit_shards(rundir, pending_shards(rundir), self.engine, self.profile,
                                        scorer_factory=self.scorer_factory, parent_job_id=env.slurm_job_id or "",
                                        sizing={"shard_size": figures}, on_event=options.on_event)
-        except VirNucProError as error:
+        except (VirNucProError, OSError) as error:
             write_text_atomic(prep_error_path(rundir), f"{error}\n")
             log.error("prep job failed: %s", error)
             raise
