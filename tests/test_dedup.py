@@ -224,7 +224,7 @@ KNOBS = {"VIRNUCPRO_NO_PROGRESS": "1", "VIRNUCPRO_PART_FRAMES": "4", "VIRNUCPRO_
          "VIRNUCPRO_SHARD_TOKENS": "2000", "VIRNUCPRO_PART_SECONDS": "1000"}
 # planning: after the index, after hashing, after resolving the bucket, before the manifest; then scoring and the
 # fanned-out aggregation
-KILLS = ["index:1", "dedup:1", "dedup:2", "plan:1", "part:3", "shard-done:2", "aggregate:1", "aggregate:3"]
+KILLS = ["index:1", "dedup:1", "dedup:2", "plan:1", "part:3", "aggregate:1", "aggregate:3"]
 
 
 @pytest.mark.slow

@@ -15,18 +15,16 @@ from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token, stop_free
 from virnucpro.config import EngineConfig, PredictConfig
 from virnucpro.engine.loading import ESM_TOKEN_BUDGET
 from virnucpro.io.prep_files import FrameSource
-from virnucpro.run.manifest import Manifest
 from virnucpro.run.pipeline import predict_run
-from virnucpro.run.rundir import RunDir
 
 def time_pipeline(args, env, device) -> list[Measurement]:
     work = Path(tempfile.mkdtemp(prefix="virnucpro-bench-"))
     reads = work / "reads.fasta"
-    stop_free_reads(reads, args.pipeline_reads, duplicates=args.dedup_fraction)
+    stop_free_reads(reads, args.pipeline_reads)
     # models built here, outside the timed region
     factory = in_memory_scorer_factory(env, device, args.dnabert_tokenizer, args.token_budget or ESM_TOKEN_BUDGET)
     cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=500, models=stand_in_model_files(work / "models"),
-                        engine=EngineConfig(device=device.type), gpus=1, dedup=not args.no_dedup)
+                        engine=EngineConfig(device=device.type), gpus=1)
     with UtilisationSampler(device) as sampler:
         seconds = timed(lambda: predict_run(cfg, env, scorer_factory=factory), device)
     if args.json:  # keep the run's own timeline (per-stage, per-part) beside the results
@@ -34,13 +32,7 @@ def time_pipeline(args, env, device) -> list[Measurement]:
     lengths = FrameSource(work / "run" / "prep").aa_lengths
     tokens = int((lengths.astype(np.int64) + 2).sum())
     layers, dim, _ = ESM_SHAPES["3B"]
-    name = "whole predict" + (f" dup{args.dedup_fraction:g}" if args.dedup_fraction else "") + \
-        (" no-dedup" if args.no_dedup else "")
-    m = Measurement(name, "3B", "chunks500", len(lengths), tokens, seconds,
+    m = Measurement("whole predict", "3B", "chunks500", len(lengths), tokens, seconds,
                     esm_flops_per_token(layers, dim, 168), sampler.busy)
-    print(f"  3B    chunks500  {name}  {m.tokens_per_s:12,.0f} ESM tokens/s of all frames, GPU busy {m.gpu_busy}",
-          flush=True)
-    computed = Manifest.load(RunDir(work / "run").manifest)
-    print(f"  ESM tokens computed {computed.tokens:,} of {tokens:,} ({computed.scored_frames:,} of "
-          f"{computed.frames:,} frames scored)", flush=True)
+    print(f"  3B    chunks500  whole predict  {m.tokens_per_s:12,.0f} ESM tokens/s, GPU busy {m.gpu_busy}", flush=True)
     return [m]

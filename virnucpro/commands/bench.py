@@ -25,9 +25,6 @@ def register(subparsers) -> None:
     parser.add_argument("--dnabert-tokenizer", default=None, help="folder with the real tokenizer.json")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole predict path")
     parser.add_argument("--pipeline-reads", type=int, default=16384, help="500 bp reads for --pipeline")
-    parser.add_argument("--dedup-fraction", type=float, default=0.0,
-                        help="--pipeline: this fraction of the reads are exact copies of earlier ones")
-    parser.add_argument("--no-dedup", action="store_true", help="--pipeline: score every frame, also repeats")
     parser.add_argument("--scaling", default="", help="whole predict on these GPU counts, e.g. 1,2,4")
     parser.add_argument("--scaling-reads", type=int, default=32768, help="500 bp reads for --scaling")
     parser.add_argument("--json", default=None, help="write all measurements to this JSON file")
