@@ -32,12 +32,12 @@ def main() -> None:
     from virnucpro.config import EngineConfig, EnvConfig
     from virnucpro.engine.loading import ESM_TOKEN_BUDGET
     from virnucpro.engine.scorer import Scorer
-    from virnucpro.io.prep_files import FrameSource, build_index
+    from virnucpro.io.prep_files import FrameSource, build_index, has_index
     from virnucpro.prep.pipeline import run_prep
 
     marks = {"imports": time.perf_counter() - STARTED}
     prep = args.work / "prep"
-    if not (prep / "frames.index.npz").exists():
+    if not has_index(prep):
         stop_free_reads(args.work / "reads.fasta", args.reads, length=args.length, seed=21)
         run_prep(args.work / "reads.fasta", prep, 300)
         build_index(prep)

@@ -1,6 +1,7 @@
 """Test doubles injected through the product's seams (scorer factories): no model, or a slowed real one.
 
-- HashScorer: scores are a hash of the frame id (an oracle the tests recompute), embeddings likewise.
+- HashScorer: scores are a hash of the frame id (an oracle the tests recompute), embeddings likewise;
+  ContentHashScorer: of the frame's text instead (identical frames score identically, as with a real model).
 - SlowScorerFactory: the real engine, sleeping after every block, so a SLURM task can be requeued or killed
   between two checkpoint parts. It is pickled into the SLURM jobs: they import this module (tests/ is on their
   PYTHONPATH, see test_slurm.slurm_env).
@@ -12,6 +13,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -34,23 +36,28 @@ class HashStats:
         return {"frames": self.frames}
 
 
+def id_key(frame) -> str:
+    return frame.id
+
+
 @dataclass
 class HashScorer:
     identity: dict = field(default_factory=lambda: {"fake": "hash scorer"})
     stats: HashStats = field(default_factory=HashStats)
+    key: Callable = id_key  # what the scores are a hash of
 
     def score_range(self, source, start: int, stop: int, *, keep_embeddings: bool = False, block_frames: int = 4096,
                     grid_start: int | None = None):
         for first in range(start, stop, block_frames):
             frames = source.read(first, min(first + block_frames, stop))
-            ids = [frame.id for frame in frames]
-            virus = np.array([hash_vector(i, "score", 1)[0] for i in ids], dtype=np.float32)
+            keys = [self.key(frame) for frame in frames]
+            virus = np.array([hash_vector(k, "score", 1)[0] for k in keys], dtype=np.float32)
             scores = np.stack([1 - virus, virus], axis=1)
-            block = PartData(first, ids, scores)  # the fields a Scorer block has
+            block = PartData(first, [frame.id for frame in frames], scores)  # the fields a Scorer block has
             if keep_embeddings:
-                block.dna = np.stack([hash_vector(i, "dna", DNA_DIM) for i in ids])
-                block.protein = np.stack([hash_vector(i, "protein", PROTEIN_DIM) for i in ids])
-            self.stats.frames += len(ids)
+                block.dna = np.stack([hash_vector(k, "dna", DNA_DIM) for k in keys])
+                block.protein = np.stack([hash_vector(k, "protein", PROTEIN_DIM) for k in keys])
+            self.stats.frames += len(frames)
             yield block
 
 
@@ -99,3 +106,29 @@ class SlowScorerFactory:
 
     def __call__(self, engine: EngineConfig) -> SlowScorer:
         return SlowScorer(self.factory(engine), self.delay_s)
+
+
+
+def content_key(frame) -> str:
+    """What a real model sees: the frame's text, not its id (identical frames score identically)."""
+    return f"{frame.nucleotide}/{frame.protein}"
+
+
+@dataclass
+class ContentHashScorer(HashScorer):
+    """Scores (and embeddings) are a hash of the frame's nucleotide and protein text: a de-duplicated run must equal
+    a full one exactly."""
+
+    identity: dict = field(default_factory=lambda: {"fake": "content hash scorer"})
+    key: Callable = content_key
+
+
+class ContentHashScorerFactory:
+    """Remembers its scorers, so a test can count the frames they computed."""
+
+    def __init__(self):
+        self.scorers: list[ContentHashScorer] = []
+
+    def __call__(self, engine: EngineConfig) -> ContentHashScorer:
+        self.scorers.append(ContentHashScorer())
+        return self.scorers[-1]

@@ -130,12 +130,17 @@ def fake_gpu_files() -> list[str]:
     return [path for path in FAKE_GPU_FILES if os.path.exists(path)]
 
 
-def write_config(workdir: Path, host: str, cpus: int, cred_expire: int = 10) -> int:
+CI_MAX_ARRAY_SIZE = 4  # arrays of at most 4 tasks: a 7-shard run needs two
+
+
+def write_config(workdir: Path, host: str, cpus: int, cred_expire: int = 10,
+                 max_array_size: int = CI_MAX_ARRAY_SIZE) -> int:
     """Render slurm.conf (and gres.conf when device files exist) into workdir; returns the GPU count."""
     gpu_files = fake_gpu_files()
     gpus = len(gpu_files)
     values = dict(
         workdir=workdir, host=host, cpus=cpus, memory_mb=_memory_mb(), cred_expire=cred_expire,
+        max_array_size=max_array_size,
         ctld_port=_free_port(), slurmd_port=_free_port(), gres=f"Gres=gpu:{gpus}" if gpus else "",
         gpu_files=",".join(gpu_files),
     )

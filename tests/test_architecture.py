@@ -40,8 +40,9 @@ FLOORS = {
 # run machinery never touches test-model writers or oracles.
 NOT_IMPORTED_BY = {"store": {"engine"}, "testing": {"engine", "run", "slurm"}, "reference": {"engine", "run", "slurm"}}
 ENVIRONMENT_READERS = {"virnucpro.config"}
-# Where a process starts: the only places that build an EnvConfig from the environment (cli.main; a SLURM job's task).
-ENTRY_POINTS = {"virnucpro.cli", "virnucpro.slurm.tasks"}
+# Where a process starts: the only places that build an EnvConfig from the environment (cli.main; a SLURM job's task:
+# shard, aggregation, prep job).
+ENTRY_POINTS = {"virnucpro.cli", "virnucpro.slurm.tasks", "virnucpro.slurm.prep_job"}
 FAULT_INJECTION_WORDS = ("VIRNUCPRO_TEST_", "SIGKILL", "os.kill(")
 
 

@@ -1,6 +1,8 @@
 """`virnucpro submit` on a real one-node SLURM (tests/slurm_cluster.py): array + dependent aggregation, requeue
-mid-shard, hard kill + `submit --resume`. Tiny random-weight models on the CPU; the oracle is a local `predict`
-of the same input, whose outputs must be byte-identical.
+mid-shard, hard kill + `submit --resume`, several arrays past the cluster's MaxArraySize (4 in CI), prep as a job
+of its own (killed in de-duplication, bad input), `submit` killed between two arrays. Tiny random-weight models on
+the CPU; the oracle is a local `predict` of the same input with the same shard plan, whose outputs must be
+byte-identical.
 
 Without SLURM (not root, no apt) these tests skip, unless VIRNUCPRO_REQUIRE_SLURM=1 (CI), where they fail.
 """
@@ -13,12 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from doubles import SlowScorerFactory
-from slurm_cluster import SlurmUnavailable, start_cluster, stop_cluster
+from fault_runner import KillAt
+from slurm_cluster import CI_MAX_ARRAY_SIZE, SlurmUnavailable, start_cluster, stop_cluster
 from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.multigpu import ScorerFactory
@@ -28,14 +33,20 @@ from virnucpro.run.plan import plan_run
 from virnucpro.run.rundir import COMPLETE, HIGHEST_SCORE, PREDICTIONS, RunDir
 from virnucpro.run.status import pending_shards
 from virnucpro.run.telemetry import read_events
+from virnucpro.run.pipeline import predict_run
+from virnucpro.slurm.jobs import JobsFile, PlanRequest, SlurmError
 from virnucpro.slurm.pending import submit_pending
+from virnucpro.slurm.prep_job import submit_prep_job
 from virnucpro.slurm.profile import load_profile, with_overrides
+from virnucpro.slurm.sizing import UNLIMITED_TOKENS, shard_size
 from virnucpro.slurm.status import job_states
-from virnucpro.slurm.submit import JobsFile, SlurmError, submit_shards
+from virnucpro.slurm.submit import submit_shards
 
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
+FAULT_RUNNER = REPO / "tests" / "fault_runner.py"
+MANY_SHARDS = 7  # more than CI_MAX_ARRAY_SIZE: two arrays
 INPUT = REPO / "tests" / "data" / "golden" / "prep" / "input.fasta"
 CI_PROFILE = REPO / "slurm" / "ci" / "profile.toml"
 OUTPUTS = (PREDICTIONS, HIGHEST_SCORE)
@@ -96,6 +107,18 @@ def local_predict_small_blocks(tmp_path_factory, tiny_models) -> Path:
     return outdir
 
 
+@pytest.fixture(scope="session")
+def local_predict_many_shards(tmp_path_factory, tiny_models) -> Path:
+    """The oracle of `submit --shards 7`: an uninterrupted local run with the same 7-shard plan."""
+    outdir = tmp_path_factory.mktemp("local-many") / "run"
+    env = EnvConfig.from_environ({**os.environ, **RUN_KNOBS})
+    cfg = PredictConfig(input=INPUT, outdir=outdir, models=tiny_models, engine=EngineConfig(device="cpu"))
+    options = replace(RunOptions.from_env(env), shard_tokens=UNLIMITED_TOKENS)
+    assert len(plan_run(cfg, env, gpus=1, min_shards=MANY_SHARDS, options=options).shards) == MANY_SHARDS
+    predict_run(cfg, env, options=options)
+    return outdir
+
+
 @pytest.fixture
 def slurm_env(slurm_cluster, monkeypatch):
     """Environment of the submitting process; sbatch exports it to the jobs (tests/ on PYTHONPATH: the jobs unpickle
@@ -151,10 +174,11 @@ def wait_for(predicate, what: str, rundir: Path, cluster, timeout: float = WAIT_
 
 
 def wait_aggregation(rundir: Path, cluster, on_poll=lambda states: None) -> str:
+    """The final state of the newest submission's aggregation job (waiting for it to be submitted at all)."""
     def finished():
         states = job_states(rundir)
         on_poll(states)
-        state = states["aggregate"]["state"]
+        state = states["aggregate"]["state"] if states["aggregate"] else None
         return state if state in FINISHED else None
 
     return wait_for(finished, "the aggregation job to finish", rundir, cluster)
@@ -304,3 +328,106 @@ def test_killed_task_is_rerun_alone_by_submit_resume(slurm_env, tiny_models, loc
     assert starts_after == {**starts_before, shard: starts_before[shard] + 1}
     assert shard_starts(rundir, shard)[-1]["resumed"]
     assert_outputs_equal(rundir, local_predict_small_blocks)
+
+
+def assert_aggregation_after_every_shard(rundir: Path) -> None:
+    events = read_events(RunDir(rundir).telemetry)
+    last_shard_done = max(e["time"] for e in events if e["event"] == "shard_done")
+    aggregate_stage = next(e for e in events if e["event"] == "stage" and e["stage"] == "aggregate")
+    assert aggregate_stage["time"] - aggregate_stage["seconds"] >= last_shard_done
+
+
+def test_arrays_past_max_array_size_run_as_one_run(slurm_env, tiny_models, local_predict_many_shards, tmp_path):
+    rundir = tmp_path / "run"
+    done = virnucpro("submit", INPUT, "-o", rundir, "--profile", CI_PROFILE, "--shards", MANY_SHARDS,
+                     *gpu_flags(slurm_env), *model_flags(tiny_models))
+    submission = JobsFile.load(rundir).submissions[-1]
+    assert sorted(submission.tasks) == list(range(MANY_SHARDS)) and len(submission.array_job_ids) == 2
+    per_array = Counter(job.split("_")[0] for job in submission.tasks.values())
+    assert sorted(per_array.values()) == [MANY_SHARDS - CI_MAX_ARRAY_SIZE, CI_MAX_ARRAY_SIZE]
+    assert submission.sizing["array_limit"] == CI_MAX_ARRAY_SIZE
+    assert f"MaxArraySize={CI_MAX_ARRAY_SIZE}" in submission.sizing["array_limit_source"]
+    assert "2 arrays" in done.stdout and f"{MANY_SHARDS} shards (--shards)" in done.stdout
+
+    def aggregation_waits_for_both_arrays(states):
+        if states["aggregate"]["state"] in ("RUNNING", "COMPLETING", "COMPLETED"):
+            assert all(info["state"] == "COMPLETED" for info in states["shards"].values()), states
+
+    assert wait_aggregation(rundir, slurm_env, aggregation_waits_for_both_arrays) == "COMPLETED", job_logs(rundir)
+    assert_aggregation_after_every_shard(rundir)
+    assert_outputs_equal(rundir, local_predict_many_shards)
+    report = json.loads(virnucpro("status", rundir, "--json").stdout)
+    assert report["complete"] and len(report["slurm"]["shards"]) == MANY_SHARDS
+
+
+def test_submit_killed_between_two_arrays_resumes_as_one_run(slurm_env, tiny_models, local_predict_many_shards,
+                                                             tmp_path):
+    rundir = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(FAULT_RUNNER), "--kill-at", "submit:1", "--", "submit", str(INPUT),
+                             "-o", str(rundir), "--profile", str(CI_PROFILE), "--shards", str(MANY_SHARDS),
+                             *gpu_flags(slurm_env), *map(str, model_flags(tiny_models))],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    first = JobsFile.load(rundir).submissions[-1]  # the array sbatch accepted is on record, nothing else
+    assert sorted(first.tasks) == list(range(CI_MAX_ARRAY_SIZE)) and not first.aggregate_job_id
+    assert job_states(rundir)["aggregate"] is None
+    wait_for(lambda: all(info["state"] in FINISHED for info in job_states(rundir)["shards"].values()),
+             "the first array to end", rundir, slurm_env)
+    assert pending_shards(rundir) == list(range(CI_MAX_ARRAY_SIZE, MANY_SHARDS))
+    virnucpro("submit", "--resume", rundir)
+    assert sorted(JobsFile.load(rundir).submissions[-1].tasks) == list(range(CI_MAX_ARRAY_SIZE, MANY_SHARDS))
+    assert wait_aggregation(rundir, slurm_env) == "COMPLETED", job_logs(rundir)
+    assert_outputs_equal(rundir, local_predict_many_shards)
+
+
+def prep_job_request(rundir: Path, models, input_path: Path = INPUT) -> PlanRequest:
+    cfg = PredictConfig(input=input_path, outdir=rundir, models=models, engine=EngineConfig(device="cpu"))
+    return PlanRequest(cfg, shard_size(load_profile(CI_PROFILE), 0, int(RUN_KNOBS["VIRNUCPRO_SHARD_TOKENS"])))
+
+
+def wait_prep_job(rundir: Path, cluster) -> dict:
+    return wait_for(lambda: (prep := job_states(rundir)["prep"]) and prep["state"] in FINISHED and prep,
+                    "the prep job to end", rundir, cluster)
+
+
+def test_prep_job_killed_in_dedup_is_resubmitted_then_plans_and_submits(slurm_env, tiny_models, local_predict,
+                                                                        tmp_path):
+    rundir = tmp_path / "run"
+    profile = replace(ci_profile(slurm_env), prep_job="always")
+    RunDir(rundir).create()
+    first = submit_prep_job(rundir, prep_job_request(rundir, tiny_models), EngineConfig(device="cpu"), profile,
+                            on_event=KillAt("dedup", 1))
+    assert wait_prep_job(rundir, slurm_env)["state"] == "FAILED", job_logs(rundir)
+    assert not RunDir(rundir).manifest.exists()
+    text = virnucpro("status", rundir).stdout  # a run its prep job has not planned yet
+    assert f"SLURM prep job: job {first.prep_job_id} FAILED" in text
+
+    resumed = virnucpro("submit", "--resume", rundir)
+    second = JobsFile.load(rundir).submissions[-1]
+    assert second.prep_job_id and second.prep_job_id != first.prep_job_id and second.prep_job_id in resumed.stdout
+    assert wait_aggregation(rundir, slurm_env) == "COMPLETED", job_logs(rundir)
+    submissions = JobsFile.load(rundir).submissions
+    assert [s.prep_job_id for s in submissions[:2]] == [first.prep_job_id, second.prep_job_id]
+    assert submissions[-1].parent_job_id == second.prep_job_id  # the shards were submitted by the prep job
+    assert sorted(submissions[-1].tasks) == list(range(len(Manifest.load(RunDir(rundir).manifest).shards)))
+    assert_aggregation_after_every_shard(rundir)
+    assert_outputs_equal(rundir, local_predict)
+    report = json.loads(virnucpro("status", rundir, "--json").stdout)
+    assert report["complete"] and report["slurm"]["prep"]["state"] == "COMPLETED"
+
+
+def test_prep_job_on_bad_input_fails_with_one_line_and_writes_nothing(slurm_env, tiny_models, tmp_path):
+    bad = tmp_path / "bad.fasta"
+    text = INPUT.read_text()
+    bad.write_text(text + ">" + text.split(">")[5])  # record 5 again, at the end: found late in the prep
+    rundir = tmp_path / "run"
+    done = virnucpro("submit", bad, "-o", rundir, "--profile", CI_PROFILE, "--prep-job", "always",
+                     *gpu_flags(slurm_env), *model_flags(tiny_models))
+    assert "prep job" in done.stdout
+    prep = wait_prep_job(rundir, slurm_env)
+    assert prep["state"] == "FAILED" and "duplicate record id" in prep["error"] and "\n" not in prep["error"]
+    assert str(bad) in prep["error"]
+    assert not RunDir(rundir).manifest.exists()
+    assert not [p for p in (rundir / "prep").iterdir()], "prep files written by a failed prep"
+    status = virnucpro("status", rundir).stdout
+    assert "duplicate record id" in status

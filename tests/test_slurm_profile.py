@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from doubles import fake_model_files
 from submitit.slurm.slurm import _make_sbatch_string
@@ -310,3 +311,156 @@ def test_status_without_slurmctld_shows_the_progress_and_why(planned_run, capsys
     assert "frames done" in text and shown in text
     with pytest.raises(SlurmError, match="cannot check whether jobs of an earlier submission still run"):
         refuse_active_jobs(planned_run)  # `submit --resume` / `--force-restart` never guess
+
+
+# ---------------------------------------------------------------- shard size, arrays, prep job (no cluster)
+
+
+def startup_share(profile: SlurmProfile, tokens: int) -> float:
+    """The published definition: start-up time over the whole task's time at the measured throughput."""
+    return profile.startup_s / (profile.startup_s + tokens / profile.tokens_per_s)
+
+
+def test_shard_size_keeps_start_up_under_its_share_and_says_why():
+    from virnucpro.run.plan import plan_shards
+    from virnucpro.slurm.sizing import describe_shards, shard_size
+
+    profile = SlurmProfile()
+    size = shard_size(profile)
+    assert (size.tokens, size.rounding, size.min_shards) == (111_466_667, "down", 1)  # 88,000 x 38 / 0.03
+    for words in ("111,466,667", "88,000 tokens/s", "38 s start-up", "3%"):
+        assert words in size.why
+    profile = SlurmProfile(tokens_per_s=1000.0, startup_s=3.0)  # the same rule at a size the test can plan
+    size = shard_size(profile)
+    assert size.tokens == 100_000
+    rng = np.random.default_rng(0)
+    for total_shards in (0.5, 1.0, 2.7, 40.3):  # inputs of this many minimum-size shards
+        costs = rng.integers(40, 60, size=int(total_shards * size.tokens / 50))
+        shards = plan_shards(costs, size.min_shards, size.tokens, size.rounding)
+        assert len(shards) == max(1, int(costs.sum() // size.tokens))
+        if costs.sum() >= size.tokens:  # an input smaller than one shard is one task whatever its start-up
+            assert max(startup_share(profile, tokens) for _, _, tokens in shards) <= profile.startup_share
+    text = describe_shards(size, int(costs.sum()), shards, profile)
+    assert f"-> {len(shards)} shard(s)" in text and "% of a task" in text
+
+
+def test_shards_flag_and_environment_override_the_measured_sizing():
+    from virnucpro.run.plan import plan_shards
+    from virnucpro.slurm.sizing import shard_size
+
+    costs = np.full(1000, 100)
+    exact = shard_size(SlurmProfile(), shards=7)
+    assert len(plan_shards(costs, exact.min_shards, exact.tokens, exact.rounding)) == 7 and "--shards" in exact.why
+    ceiling = shard_size(SlurmProfile(), env_shard_tokens=30_000)
+    assert len(plan_shards(costs, ceiling.min_shards, ceiling.tokens, ceiling.rounding)) == 4  # ceil(100k / 30k)
+    halved_start_up = shard_size(SlurmProfile(startup_s=19.0))
+    assert halved_start_up.tokens == 55_733_334  # ceil(88,000 x 19 / 0.03)
+
+
+FAKE_CONFIG = """#!/bin/sh
+[ "$1 $2" = "show config" ] || exit 1
+echo "Configuration data as of 2026-12-02T10:00:00"
+echo "MaxArraySize            = 5"
+echo "MaxJobCount             = 10000"
+"""
+
+
+@pytest.mark.parametrize("script, profile_limit, expected", [
+    (FAKE_CONFIG, 0, (5, "MaxArraySize=5 (scontrol show config)")),
+    (FAKE_CONFIG, 3, (3, "profile max_array_size")),
+    (FAKE_CONFIG, 9, (5, "MaxArraySize=5 (scontrol show config)")),  # the cluster's limit wins when smaller
+    (None, 0, (1001, "SLURM's default MaxArraySize (scontrol not found)")),
+    (None, 200, (200, "profile max_array_size")),
+])
+def test_array_limit_comes_from_the_cluster_or_the_profile(monkeypatch, tmp_path, script, profile_limit, expected):
+    from virnucpro.slurm.sizing import array_limit
+
+    with_fake_scontrol(monkeypatch, tmp_path / "bin", script)
+    assert array_limit(SlurmProfile(max_array_size=profile_limit)) == expected
+
+
+def test_shards_split_into_arrays_and_the_throttle_is_shared():
+    from virnucpro.slurm.sizing import array_throttle, split_arrays
+
+    assert split_arrays(list(range(10)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert split_arrays([3, 8], 1) == [[3], [8]] and split_arrays([], 4) == []
+    assert array_throttle(SlurmProfile(max_running=8), 3) == 2 and array_throttle(SlurmProfile(max_running=2), 3) == 1
+    assert array_throttle(SlurmProfile(), 3) == 0
+
+
+def test_aggregation_waits_for_every_array_and_the_prep_job_is_held_cpu_only(tmp_path):
+    from virnucpro.slurm.submit import prep_parameters
+
+    profile = SlurmProfile(prep_cpus=4, prep_mem="32G", prep_time="1:00:00", partition="cpu")
+    assert sbatch_flags(aggregate_parameters(profile, "v", ("11", "12")), tmp_path)["dependency"] == "afterok:11:12"
+    flags = sbatch_flags(prep_parameters(profile, "v-prep"), tmp_path)
+    assert (flags["cpus-per-task"], flags["mem"], flags["time"], flags["partition"]) == ("4", "32G", "60", "cpu")
+    assert "hold" in flags and "no-requeue" in flags and "gres" not in flags
+    text = _make_sbatch_string(command="python -m x", folder=tmp_path, **prep_parameters(profile, "v-prep"))
+    assert "srun" not in text  # the prep job calls sbatch itself: no job step around it
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"startup_share": 1.5}, "startup_share"),
+    ({"tokens_per_s": 0}, "key 'tokens_per_s'"),
+    ({"startup_s": "38"}, "key 'startup_s'"),
+    ({"prep_job": "sometimes"}, "key 'prep_job'"),
+    ({"prep_job_min_input": "lots"}, "key 'prep_job_min_input'"),
+    ({"max_array_size": -1}, "key 'max_array_size'"),
+])
+def test_bad_sizing_and_prep_values_name_the_key(values, problem):
+    with pytest.raises(InputError, match=problem):
+        profile_from_dict(values, "site.toml")
+
+
+def test_jobs_file_of_an_older_submission_still_loads(planned_run):
+    from virnucpro.slurm.jobs import JobsFile, PlanRequest
+    from virnucpro.slurm.sizing import shard_size
+
+    old = {"engine": asdict(EngineConfig(device="cpu")), "profile": asdict(SlurmProfile()),
+           "submissions": [{"array_job_id": "100", "tasks": {"0": "100_0"}, "aggregate_job_id": "101",
+                            "submitted": "", "resume": False}]}
+    (planned_run / "slurm").mkdir()
+    (planned_run / "slurm" / "jobs.json").write_text(json.dumps(old))
+    jobs = JobsFile.load(planned_run)
+    assert jobs.submissions[0].array_job_ids == ("100",) and jobs.plan is None and jobs.latest_prep() is None
+    cfg = PredictConfig(input=Path("in.fa"), outdir=planned_run, engine=EngineConfig(device="cpu"), dedup=False)
+    request = PlanRequest(cfg, shard_size(SlurmProfile(), shards=3))
+    assert PlanRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+
+
+FAKE_PREP_RUNNING = """#!/bin/sh
+case "$4" in
+  200) echo "JobId=200 JobName=virnucpro-run-prep JobState=RUNNING Reason=None Restarts=0 ExitCode=0:0" ;;
+  *) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_status_and_resume_see_a_prep_job_still_planning(tmp_path, capsys, monkeypatch):
+    rundir = tmp_path / "run"  # not planned yet: the prep job is doing it
+    record_jobs(rundir, Submission("", {}, "", prep_job_id="200"))
+    with_fake_scontrol(monkeypatch, tmp_path / "bin", FAKE_PREP_RUNNING)
+    report = status_json(rundir, capsys)
+    assert report["shards"] == [] and report["slurm"]["aggregate"] is None
+    assert (report["slurm"]["prep"]["job_id"], report["slurm"]["prep"]["state"]) == ("200", "RUNNING")
+    assert main(["status", str(rundir)]) == 0
+    assert "SLURM prep job: job 200 RUNNING" in capsys.readouterr().out
+    with pytest.raises(SlurmError, match=r"still queued or running: the prep job \(200\)"):
+        refuse_active_jobs(rundir)
+
+
+@pytest.mark.parametrize("prep_job, size, planned, expected", [
+    ("auto", 10, False, False), ("auto", 2048, False, True), ("always", 10, False, True),
+    ("never", 4096, False, False), ("auto", 4096, True, False),
+])
+def test_prep_runs_in_a_job_for_large_inputs_unless_already_planned(tmp_path, prep_job, size, planned, expected):
+    from virnucpro.commands.submit import prep_in_a_job
+
+    reads = tmp_path / "reads.fasta"
+    reads.write_bytes(b">r\n" + b"A" * size + b"\n")
+    cfg = PredictConfig(input=reads, outdir=tmp_path / "run")
+    if planned:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "manifest.json").write_text("{}")
+    assert prep_in_a_job(cfg, SlurmProfile(prep_job=prep_job, prep_job_min_input="1K")) is expected

@@ -40,7 +40,7 @@ class EnvConfig:
     part_frames: int = 16384
     part_seconds: float = 120.0
     block_frames: int = 4096
-    shard_tokens: int = 20_000_000
+    shard_tokens: int = 0  # VIRNUCPRO_SHARD_TOKENS; 0 = not set (predict: RunOptions' default, submit: the profile)
 
     @classmethod
     def from_environ(cls, env=None) -> "EnvConfig":
@@ -95,3 +95,4 @@ class PredictConfig:
     save_embeddings: bool = False
     gpus: int = 0  # 0 = every visible GPU
     force_restart: bool = False
+    dedup: bool = True  # score identical frames once (run.dedup); fixed when the run is planned

@@ -51,12 +51,18 @@ def esm_flops_per_token(layers: int, dim: int, mean_len: float) -> float:
 SENSE_CODONS = [a + b + c for a in "ACGT" for b in "ACGT" for c in "ACGT" if a + b + c not in ("TAA", "TAG", "TGA")]
 
 
-def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0) -> None:
-    """Reads whose first frame has no stop (random DNA almost never gives a 166-codon open frame)."""
+def stop_free_reads(path: Path, reads: int, length: int = 500, seed: int = 0, duplicates: float = 0.0) -> None:
+    """Reads whose first frame has no stop (random DNA almost never gives a 166-codon open frame); `duplicates`
+    of them (after the first) are exact copies of an earlier read, under their own ids (de-duplication)."""
     rng = np.random.default_rng(seed)
     codons = np.array(SENSE_CODONS)
+    written: list[str] = []
     with open(path, "w") as handle:
         for i in range(reads):
-            body = "".join(codons[rng.integers(0, len(codons), size=length // 3)])
-            tail = "".join(rng.choice(list("ACGT"), size=length - len(body)))
-            handle.write(f">read_{i}\n{body}{tail}\n")
+            if duplicates and written and rng.random() < duplicates:
+                sequence = written[int(rng.integers(0, len(written)))]
+            else:
+                body = "".join(codons[rng.integers(0, len(codons), size=length // 3)])
+                sequence = body + "".join(rng.choice(list("ACGT"), size=length - len(body)))
+                written.append(sequence)
+            handle.write(f">read_{i}\n{sequence}\n")

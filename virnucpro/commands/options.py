@@ -38,6 +38,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--compile", action="store_true", help="torch.compile the whole models (off by default)")
     group.add_argument("--no-fuse", dest="fuse", action="store_false",
                        help="do not torch.compile the elementwise regions between the GEMMs on the GPU")
+    group.add_argument("--no-dedup", dest="dedup", action="store_false",
+                       help="score every frame, also repeats (default: identical frames, same nucleotides and "
+                            "protein, are scored once and their scores copied to every occurrence)")
 
 
 def model_paths_from_args(args) -> ModelPaths:
@@ -56,7 +59,7 @@ def predict_config_from_args(args, gpus: int | None = None) -> PredictConfig:
         input=Path(args.input), outdir=Path(args.output), chunk_length=args.chunk_length,
         models=model_paths_from_args(args), engine=engine_config_from_args(args),
         save_embeddings=args.save_embeddings, gpus=args.gpus if gpus is None else gpus,
-        force_restart=args.force_restart,
+        force_restart=args.force_restart, dedup=args.dedup,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from virnucpro.config import EnvConfig
+from virnucpro.run.rundir import RunDir
 from virnucpro.run.status import ShardStatus, is_complete, shard_status
 from virnucpro.slurm.status import format_job_states, has_jobs, job_states
 
@@ -17,8 +18,9 @@ def register(subparsers) -> None:
 
 
 def handle(args, env: EnvConfig) -> int:
-    statuses = shard_status(args.rundir)
     slurm = job_states(args.rundir) if has_jobs(args.rundir) else None  # None: not submitted through SLURM
+    planned = slurm is None or RunDir(args.rundir).manifest.exists()  # else its prep job has not planned it yet
+    statuses = shard_status(args.rundir) if planned else []
     if args.json:
         print(json.dumps({"complete": is_complete(args.rundir), "shards": [s.as_dict() for s in statuses],
                           "slurm": slurm}, indent=1))

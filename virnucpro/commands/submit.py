@@ -1,21 +1,29 @@
-"""`virnucpro submit`: prepare the run directory here, then score its shards as a SLURM job array.
+"""`virnucpro submit`: plan the run directory (here, or in a prep job of its own when the input is large), then
+score its shards as SLURM job arrays and aggregate them in a dependent job.
 
     virnucpro submit reads.fasta -o RUNDIR --profile slurm/profile.toml [--partition gpu --time 4:00:00 ...]
-    virnucpro submit --resume RUNDIR      # after a task failed: only unfinished shards, plus a new aggregation
+    virnucpro submit --resume RUNDIR      # after a job failed: only unfinished work, plus a new aggregation
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from virnucpro.commands.options import add_model_options, predict_config_from_args, run_options
-from virnucpro.config import EngineConfig, EnvConfig
+from virnucpro.config import EnvConfig, PredictConfig
+from virnucpro.errors import InputError
+from virnucpro.run.models import resolve_models
 from virnucpro.run.plan import plan_run
+from virnucpro.run.rundir import RunDir
+from virnucpro.slurm.jobs import JobsFile, PlanRequest, SlurmError, jobs_path
 from virnucpro.slurm.pending import refuse_active_jobs, submit_pending
-from virnucpro.slurm.profile import SlurmProfile, load_profile, with_overrides
-from virnucpro.slurm.submit import JobsFile, SlurmError, describe_submission, jobs_path
+from virnucpro.slurm.profile import PREP_JOB_CHOICES, SlurmProfile, load_profile, size_to_bytes, with_overrides
+from virnucpro.slurm.sizing import ShardSize, describe_shards, shard_size
+from virnucpro.slurm.prep_job import submit_prep_job
+from virnucpro.slurm.submit import describe_submission
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +31,26 @@ log = logging.getLogger(__name__)
 PROFILE_FLAGS = {
     "partition": str, "account": str, "qos": str, "time": str, "max_running": int, "gpus_per_task": int,
     "gpu_type": str, "cpus_per_task": int, "mem": str, "constraint": str, "image": str,
+    "max_array_size": int, "startup_s": float, "tokens_per_s": float,
 }
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("submit", help="run a prediction as a SLURM job array (one task per shard)",
+    parser = subparsers.add_parser("submit", help="run a prediction as SLURM job arrays (one task per shard)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", nargs="?", help="FASTA or FASTQ, plain or gzip")
     parser.add_argument("-o", "--output", help="run directory (on storage the compute nodes see)")
-    parser.add_argument("--resume", metavar="RUNDIR", help="resubmit the unfinished shards of RUNDIR")
+    parser.add_argument("--resume", metavar="RUNDIR", help="resubmit the unfinished work of RUNDIR")
     parser.add_argument("--profile", help="SLURM profile TOML (see slurm/profile.toml)")
-    parser.add_argument("--shards", type=int, default=0, help="split into at least this many shards (array tasks)")
+    parser.add_argument("--shards", type=int, default=0,
+                        help="exactly this many shards (array tasks) instead of sizing them from the profile's "
+                             "measured start-up and throughput")
     slurm = parser.add_argument_group("SLURM (override the profile)")
     for key, kind in PROFILE_FLAGS.items():
         slurm.add_argument("--" + key.replace("_", "-"), dest=key, type=kind, default=None)
+    slurm.add_argument("--prep-job", choices=PREP_JOB_CHOICES, default=None,
+                       help="prepare and plan in a SLURM job of its own (auto: when the input is at least the "
+                            "profile's prep_job_min_input)")
     slurm.add_argument("--sbatch-flag", dest="sbatch_flags", action="append", default=None, metavar="FLAG",
                        help="extra sbatch option for every job, e.g. --sbatch-flag=--mail-type=END (repeatable)")
     add_model_options(parser)
@@ -49,29 +63,62 @@ def register(subparsers) -> None:
 def profile_from_args(args, base: SlurmProfile | None = None) -> SlurmProfile:
     profile = load_profile(args.profile) if args.profile or base is None else base
     overrides = {key: getattr(args, key) for key in PROFILE_FLAGS}
-    return with_overrides(profile, sbatch_flags=args.sbatch_flags, **overrides)
+    return with_overrides(profile, sbatch_flags=args.sbatch_flags, prep_job=args.prep_job, **overrides)
 
 
 def handle(args, env: EnvConfig) -> int:
+    on_event = run_options(args, env).on_event
     if args.resume:
         rundir = Path(args.resume)
         jobs = JobsFile.load(rundir)
-        engine, profile = jobs.engine, profile_from_args(args, base=jobs.profile)
+        submission = submit_pending(rundir, jobs.engine, profile_from_args(args, base=jobs.profile), resume=True,
+                                    on_event=on_event)
     else:
         if not args.input or not args.output:
             raise SlurmError("virnucpro submit: give INPUT and -o RUNDIR (or --resume RUNDIR)")
-        rundir = Path(args.output)
-        engine, profile = _plan(args, env), profile_from_args(args)
-    submission = submit_pending(rundir, engine, profile, resume=bool(args.resume))
+        cfg, profile = predict_config_from_args(args, gpus=0), profile_from_args(args)
+        size = shard_size(profile, args.shards, env.shard_tokens)
+        if args.force_restart and jobs_path(cfg.outdir).exists():
+            refuse_active_jobs(cfg.outdir)  # never wipe shards under running jobs
+        if prep_in_a_job(cfg, profile):
+            check_submittable(cfg, env)
+            RunDir(cfg.outdir).create()
+            submission = submit_prep_job(cfg.outdir, PlanRequest(cfg, size), cfg.engine, profile, on_event=None)
+        else:
+            figures = plan_here(args, env, cfg, profile, size)
+            submission = submit_pending(cfg.outdir, cfg.engine, profile, sizing={"shard_size": figures},
+                                        on_event=on_event)
+        rundir = cfg.outdir
     if submission is not None:
         print(describe_submission(rundir, submission))
     return 0
 
 
-def _plan(args, env: EnvConfig) -> EngineConfig:
-    cfg = predict_config_from_args(args, gpus=0)
-    if args.force_restart and jobs_path(cfg.outdir).exists():
-        refuse_active_jobs(cfg.outdir)  # never wipe shards under running tasks
-    manifest = plan_run(cfg, env, gpus=1, min_shards=args.shards, options=run_options(args, env))
-    log.info("%s: %d frames in %d shards", cfg.outdir, manifest.frames, len(manifest.shards))
-    return cfg.engine
+def prep_in_a_job(cfg: PredictConfig, profile: SlurmProfile) -> bool:
+    """Prep runs as its own job when the profile says always, or auto and the input is large; a run already
+    planned (manifest.json, no --force-restart) only has its identity checked here."""
+    if profile.prep_job == "never" or (RunDir(cfg.outdir).manifest.exists() and not cfg.force_restart):
+        return False
+    if profile.prep_job == "always":
+        return True
+    try:
+        return Path(cfg.input).stat().st_size >= size_to_bytes(profile.prep_job_min_input)
+    except OSError:
+        return False  # planning here reports the missing input
+
+
+def check_submittable(cfg: PredictConfig, env: EnvConfig) -> None:
+    """What can fail at once is checked before a prep job is queued: the input is a file, the models resolve."""
+    if not Path(cfg.input).is_file():
+        raise InputError(cfg.input, "input file not found")
+    resolve_models(cfg, env)
+
+
+def plan_here(args, env: EnvConfig, cfg: PredictConfig, profile: SlurmProfile, size: ShardSize) -> str:
+    options = replace(run_options(args, env), shard_tokens=size.tokens, shard_rounding=size.rounding)
+    manifest = plan_run(cfg, env, gpus=1, min_shards=size.min_shards, options=options)
+    figures = describe_shards(size, manifest.tokens, manifest.shards, profile)
+    print(figures)
+    log.info("%s: %d frames (%d to score) in %d shards", cfg.outdir, manifest.frames, manifest.scored_frames,
+             len(manifest.shards))
+    return figures

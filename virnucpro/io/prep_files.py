@@ -4,9 +4,11 @@
 - identified_nucleotide.fasta / identified_protein.faa: `>id` and the whole sequence on one line, same ids in
   the same order in both files (one record per kept frame).
 
-`prep` writes them; everything downstream reads frames through `FrameSource`: a small index (byte offsets and
-lengths, numpy) lets shards and DataLoader workers read any range [start, stop) without scanning, so host memory
-does not grow with the input.
+`prep` writes them; everything downstream reads frames through `FrameSource`: an index of byte offsets and lengths
+(`frames.index/`, memory-mapped arrays, see io.mapped) lets shards and DataLoader workers read any range
+[start, stop) without scanning, and neither building nor reading it holds per-frame Python objects, so host memory
+does not grow with the input. A `FrameSource` may also read a selection of the frames (e.g. the distinct ones of
+a de-duplicated run): frame k of the view is prepared frame `frames[k]` of the selection folder.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.io.atomic import atomic_write
+from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, is_complete
 
 CHUNKED = "chunked.fasta"
 IDENTIFIED_NUCLEOTIDE = "identified_nucleotide.fasta"
 IDENTIFIED_PROTEIN = "identified_protein.faa"
-INDEX_NAME = "frames.index.npz"
+INDEX_DIR = "frames.index"  # folder of memory-mapped arrays (io.mapped)
+LEGACY_INDEX = "frames.index.npz"  # run directories planned before the memory-mapped index
+INDEX_ARRAYS = {"nt_offsets": "int64", "nt_lengths": "int32", "aa_offsets": "int64", "aa_lengths": "int32"}
+SCAN_BYTES = 1 << 24  # bytes of a prepared file examined per numpy step while indexing
+MAX_GAP = 8  # a selection read takes up to this many unwanted frames between two wanted ones in one read
 FASTA_WIDTH = 60  # chunked.fasta line length (Biopython's FASTA writer)
 
 
@@ -35,47 +41,103 @@ class Frame:
     protein: str
 
 
-def _scan(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Byte offset of each record's header and length of each sequence line."""
-    offsets, lengths = [], []
-    position = 0
+def _record_blocks(path: Path):
+    """(file offset, bytes) of consecutive whole records (header and sequence line), about SCAN_BYTES each; the
+    unfinished record at the end of a read is carried into the next block. A last line may lack its newline."""
+    carry, offset = b"", 0
     with open(path, "rb") as handle:
-        for number, header in enumerate(handle):
-            sequence = handle.readline()
-            if not header.startswith(b">") or not sequence:
-                raise InputError(path, "malformed prepared file (expected '>id' then one sequence line)", line=2 * number + 1)
-            offsets.append(position)
-            lengths.append(len(sequence.rstrip(b"\r\n")))
-            position += len(header) + len(sequence)
-    return np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int32)
+        while chunk := handle.read(SCAN_BYTES):
+            block = np.frombuffer(carry + chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(block == ord("\n"))
+            whole = len(newlines) // 2 * 2
+            cut = int(newlines[whole - 1]) + 1 if whole else 0
+            if cut:
+                yield offset, block[:cut]
+            carry, offset = block[cut:].tobytes(), offset + cut
+    if carry:
+        yield offset, np.frombuffer(carry if carry.endswith(b"\n") else carry + b"\n", dtype=np.uint8)
+
+
+def _scan(path: Path):
+    """Byte offset of each record's header and length of its sequence line, block by block (vectorised)."""
+    records = 0
+    for offset, block in _record_blocks(path):
+        newlines = np.flatnonzero(block == ord("\n"))
+        starts = np.concatenate(([0], newlines[:-1] + 1))
+        headers, sequences, ends = starts[0::2], starts[1::2], newlines[1::2]
+        bad = np.flatnonzero(block[headers] != ord(">"))
+        if len(bad) or len(sequences) < len(headers):
+            first_bad = int(bad[0]) if len(bad) else len(sequences)
+            raise InputError(path, "malformed prepared file (expected '>id' then one sequence line)",
+                             line=2 * (records + first_bad) + 1)
+        carriage = (ends > sequences) & (block[np.maximum(ends - 1, 0)] == ord("\r"))
+        yield headers.astype(np.int64) + offset, (ends - sequences - carriage).astype(np.int32)
+        records += len(headers)
 
 
 def build_index(prep_dir: Path) -> Path:
-    """Index both identified files once; returns the index path (written atomically)."""
+    """Index both identified files once, streaming; returns the index folder (published atomically)."""
     prep_dir = Path(prep_dir)
-    nt_offsets, nt_lengths = _scan(prep_dir / IDENTIFIED_NUCLEOTIDE)
-    aa_offsets, aa_lengths = _scan(prep_dir / IDENTIFIED_PROTEIN)
-    if len(nt_offsets) != len(aa_offsets):
-        raise InputError(prep_dir, f"prepared files disagree: {len(nt_offsets)} nucleotide vs {len(aa_offsets)} protein frames")
-    index = prep_dir / INDEX_NAME
-    with atomic_write(index, "wb") as handle:
-        np.savez(handle, nt_offsets=nt_offsets, nt_lengths=nt_lengths, aa_offsets=aa_offsets, aa_lengths=aa_lengths)
-    return index
+    counts = {}
+    with ArrayFolderWriter(prep_dir / INDEX_DIR, INDEX_ARRAYS) as writer:
+        for kind, name in (("nt", IDENTIFIED_NUCLEOTIDE), ("aa", IDENTIFIED_PROTEIN)):
+            counts[kind] = 0
+            for offsets, lengths in _scan(prep_dir / name):
+                writer.append(**{f"{kind}_offsets": offsets, f"{kind}_lengths": lengths})
+                counts[kind] += len(offsets)
+        if counts["nt"] != counts["aa"]:
+            raise InputError(prep_dir, f"prepared files disagree: {counts['nt']} nucleotide vs {counts['aa']} protein frames")
+        sizes = {name: (prep_dir / name).stat().st_size for name in (IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN)}
+        return writer.commit({"file_sizes": sizes})
+
+
+def has_index(prep_dir: Path) -> bool:
+    return is_complete(Path(prep_dir) / INDEX_DIR)
+
+
+def _open_index(prep_dir: Path) -> dict:
+    if not has_index(prep_dir) and (prep_dir / LEGACY_INDEX).exists():
+        with np.load(prep_dir / LEGACY_INDEX) as legacy:
+            return {name: legacy[name] for name in INDEX_ARRAYS}
+    try:
+        index = MappedArrays(prep_dir / INDEX_DIR)
+    except FileNotFoundError:
+        raise InputError(prep_dir, "prepared frames are not indexed (no complete frames.index)") from None
+    return {name: index[name] for name in INDEX_ARRAYS}
 
 
 class FrameSource:
-    """Reads frames [start, stop) of an indexed prepared directory. Picklable: workers reopen the files lazily."""
+    """Reads frames [start, stop) of an indexed prepared directory, or of a selection of its frames.
 
-    def __init__(self, prep_dir: str | Path):
+    `selection`: a folder (io.mapped) with arrays `frames` (prepared frame of each view frame, increasing) and
+    `aa_lengths` (their residues). Picklable as its paths: workers reopen the files and the maps."""
+
+    def __init__(self, prep_dir: str | Path, selection: str | Path | None = None):
         self.prep_dir = Path(prep_dir)
-        with np.load(self.prep_dir / INDEX_NAME) as index:
-            self.nt_offsets = index["nt_offsets"]
-            self.nt_lengths = index["nt_lengths"]
-            self.aa_offsets = index["aa_offsets"]
-            self.aa_lengths = index["aa_lengths"]
+        self.selection_dir = None if selection is None else Path(selection)
+        index = _open_index(self.prep_dir)
+        self.nt_offsets, self.nt_lengths = index["nt_offsets"], index["nt_lengths"]
+        self.aa_offsets, self._aa_lengths = index["aa_offsets"], index["aa_lengths"]
+        self.selection = None if selection is None else MappedArrays(selection)
+
+    def __getstate__(self) -> dict:
+        return {"prep_dir": self.prep_dir, "selection": self.selection_dir}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["prep_dir"], state["selection"])
 
     def __len__(self) -> int:
+        return len(self.selection) if self.selection is not None else len(self.nt_offsets)
+
+    @property
+    def prepared_frames(self) -> int:
+        """Frames in the prepared files (all of them, also for a selection)."""
         return len(self.nt_offsets)
+
+    @property
+    def aa_lengths(self) -> np.ndarray:
+        """Residues of each frame of this source (of the view's frames for a selection)."""
+        return self.selection["aa_lengths"] if self.selection is not None else self._aa_lengths
 
     def _read_lines(self, name: str, offsets: np.ndarray, start: int, stop: int) -> list[bytes]:
         if start >= stop:
@@ -86,7 +148,7 @@ class FrameSource:
             blob = handle.read(-1 if end is None else int(end - offsets[start]))
         return blob.splitlines()
 
-    def read(self, start: int, stop: int) -> list[Frame]:
+    def _read_prepared(self, start: int, stop: int) -> list[Frame]:
         nt = self._read_lines(IDENTIFIED_NUCLEOTIDE, self.nt_offsets, start, stop)
         aa = self._read_lines(IDENTIFIED_PROTEIN, self.aa_offsets, start, stop)
         frames = []
@@ -96,3 +158,27 @@ class FrameSource:
                 raise InputError(self.prep_dir, "prepared files out of step", record=frame_id)
             frames.append(Frame(frame_id, nt[i + 1].decode(), aa[i + 1].decode()))
         return frames
+
+    def texts(self, start: int, stop: int) -> tuple[list[bytes], list[bytes]]:
+        """Nucleotide and protein lines of prepared frames [start, stop), as bytes (no ids, no decoding)."""
+        nt = self._read_lines(IDENTIFIED_NUCLEOTIDE, self.nt_offsets, start, stop)
+        aa = self._read_lines(IDENTIFIED_PROTEIN, self.aa_offsets, start, stop)
+        return nt[1::2], aa[1::2]
+
+    def read(self, start: int, stop: int) -> list[Frame]:
+        if self.selection is None:
+            return self._read_prepared(start, stop)
+        wanted = np.asarray(self.selection["frames"][start:stop], dtype=np.int64)
+        frames: list[Frame] = []
+        # consecutive runs of nearby prepared frames: one read each, unwanted frames in between dropped
+        breaks = np.flatnonzero(np.diff(wanted) > MAX_GAP) + 1
+        for run in np.split(wanted, breaks) if len(wanted) else []:
+            first = int(run[0])
+            chunk = self._read_prepared(first, int(run[-1]) + 1)
+            frames.extend(chunk[int(k) - first] for k in run)
+        return frames
+
+    def ids(self, start: int, stop: int) -> list[str]:
+        """Ids of prepared frames [start, stop) (of the prepared files, also for a selection), headers only."""
+        lines = self._read_lines(IDENTIFIED_PROTEIN, self.aa_offsets, start, stop)
+        return [line[1:].decode() for line in lines[0::2]]

@@ -4,7 +4,8 @@ API (what the commands and the SLURM tasks call; `options` defaults to RunOption
 EnvConfig with RunOptions.from_env):
 
     plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus=None, min_shards=0, options=None, prepare=None) -> Manifest
-        Create cfg.outdir (prep + frame index + token-balanced shard plan + manifest.json) or, if it exists,
+        Create cfg.outdir (prep + frame index + de-duplication unless cfg.dedup is False + token-balanced shard plan
+        over the frames to score + manifest.json) or, if it exists,
         check input sha256 / chunk length / model sha256s / precision / --save-embeddings are unchanged and
         return the stored manifest (RunStateError naming every difference unless cfg.force_restart, which
         clears prep, shards and outputs). Shard count = max(min_shards, shards_for_gpus(gpus), tokens / shard_tokens),
@@ -24,7 +25,8 @@ EnvConfig with RunOptions.from_env):
     predict_run(cfg, env, *, scorer_factory=None, options=None, prepare=None) -> AggregateReport
         plan_run + run_shards + aggregate: the whole of `virnucpro predict` after argument parsing.
     shard_status(rundir) -> list[ShardStatus];  pending_shards(rundir) -> list[int];  is_complete(rundir)
-    RunOptions(part_frames, part_seconds, block_frames, shard_tokens, on_event): checkpoint cadence and shard size
+    RunOptions(part_frames, part_seconds, block_frames, shard_tokens, shard_rounding, on_event): checkpoint cadence
+        and shard size (shard_rounding "up": shards of at most shard_tokens; "down": of at least, as `submit` plans)
         (EnvConfig: VIRNUCPRO_PART_FRAMES / _PART_SECONDS / _BLOCK_FRAMES / _SHARD_TOKENS) and the event hook,
         called at the moments named in run.options.RUN_EVENTS (a no-op unless a caller installs one).
     manifest_config(rundir, device) -> PredictConfig: what a shard process runs, from the manifest.

@@ -36,7 +36,10 @@ class Manifest:
     identity: RunIdentity
     frames: int
     tokens: int
-    shards: list[tuple[int, int, int]]  # (start, stop, tokens), contiguous over [0, frames)
+    shards: list[tuple[int, int, int]]  # (start, stop, tokens), contiguous over [0, scored_frames)
+    dedup: bool = False  # identical frames scored once (run.dedup); shards then cover the distinct frames
+    unique_frames: int | None = None  # distinct frames, when de-duplicated
+    frame_tokens: int | None = None  # tokens of every prepared frame (tokens: those the shards compute)
     code_version: str = __version__
     created: str = ""
     format: int = FORMAT
@@ -62,6 +65,11 @@ class Manifest:
             raise RunStateError(f"{path}: no manifest; run `virnucpro predict INPUT -o RUNDIR` first") from None
         except (ValueError, KeyError, TypeError) as error:
             raise RunStateError(f"{path}: unreadable manifest ({error})") from None
+
+    @property
+    def scored_frames(self) -> int:
+        """Frames the shards score: the distinct frames of a de-duplicated run, else every prepared frame."""
+        return self.unique_frames if self.dedup else self.frames
 
     def shard(self, index: int) -> tuple[int, int, int]:
         if not 0 <= index < len(self.shards):

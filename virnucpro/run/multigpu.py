@@ -74,8 +74,8 @@ def run_shards(rundir, cfg: PredictConfig, env: EnvConfig, gpus: int | None = No
     devices = devices or select_devices(cfg.engine, cfg.gpus if gpus is None else gpus)
     factory = scorer_factory or ScorerFactory(resolve_models(cfg, env), env)
     manifest = Manifest.load(run.manifest)
-    display = ProgressDisplay(manifest.frames, manifest.tokens, enabled=not env.no_progress,
-                              done_frames=manifest.frames - sum(manifest.shards[i][1] - manifest.shards[i][0] for i in pending))
+    display = ProgressDisplay(manifest.scored_frames, manifest.tokens, enabled=not env.no_progress,
+                              done_frames=manifest.scored_frames - sum(manifest.shards[i][1] - manifest.shards[i][0] for i in pending))
     try:
         if len(devices) == 1:
             _run_here(run, pending, devices[0], cfg.engine, factory, options, display)

@@ -1,8 +1,9 @@
 """Run-time knobs of the checkpointing machinery (from EnvConfig) and the run's event hook.
 
 `RunOptions.on_event(name)` is called at the named moments of a run (RUN_EVENTS, in order of a run's life:
-after prep, before the manifest is written, after each scored block, before a part's rename, after a part is
-written, after a shard's `.done`, before each final output). The default does nothing; the reliability tests
+after prep, after the frame index, during de-duplication (after each hashed chunk and each resolved bucket),
+before the manifest is written, after each SLURM array is submitted and recorded, after each scored block,
+before a part's rename, after a part is written, after a shard's `.done`, before each final output). The default does nothing; the reliability tests
 install a hook there (tests/fault_runner.py kills the process at the n-th occurrence of an event).
 """
 
@@ -13,7 +14,7 @@ from typing import Callable
 
 from virnucpro.config import EnvConfig
 
-RUN_EVENTS = ("prep", "plan", "block", "part-write", "part", "shard-done", "aggregate")
+RUN_EVENTS = ("prep", "index", "dedup", "plan", "submit", "block", "part-write", "part", "shard-done", "aggregate")
 EventHook = Callable[[str], None]
 
 
@@ -27,9 +28,11 @@ class RunOptions:
     part_seconds: float = 120.0  # ...or this many seconds, whichever comes first
     block_frames: int = 4096  # frames per Scorer block
     shard_tokens: int = 20_000_000  # target tokens per shard (~ minutes of one GPU on ESM-2 3B)
+    # "up": shards of at most shard_tokens (predict); "down": of at least shard_tokens (submit: start-up bound)
+    shard_rounding: str = "up"
     on_event: EventHook = ignore_event
 
     @classmethod
     def from_env(cls, env: EnvConfig, on_event: EventHook = ignore_event) -> "RunOptions":
         return cls(part_frames=env.part_frames, part_seconds=env.part_seconds, block_frames=env.block_frames,
-                   shard_tokens=env.shard_tokens, on_event=on_event)
+                   shard_tokens=env.shard_tokens or cls.shard_tokens, on_event=on_event)

@@ -1,4 +1,5 @@
-"""Plan a run: prepare the frames, index them, split them into token-balanced shards, write the manifest.
+"""Plan a run: prepare the frames, index them, de-duplicate them, split the frames to score into token-balanced
+shards, write the manifest.
 
 Idempotent: on an existing run directory it checks that input, models, chunk length, precision and the
 embedding choice are unchanged and returns the stored manifest (RunStateError naming what differs otherwise).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -17,8 +19,10 @@ import numpy as np
 
 from virnucpro.config import EnvConfig, PredictConfig
 from virnucpro.errors import InputError
+from virnucpro.io.mapped import iter_chunks
 from virnucpro.io.prep_files import FrameSource, build_index
 from virnucpro.run.checksums import ChecksumCache
+from virnucpro.run.dedup import plan_dedup, unique_source
 from virnucpro.run.manifest import Manifest, RunIdentity, check_resumable
 from virnucpro.run.models import MODEL_ROLES, resolve_models
 from virnucpro.run.multigpu import select_devices
@@ -28,29 +32,103 @@ from virnucpro.run.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+COST_CHUNK = 1 << 22  # frames per step when summing or cutting token costs
 Prepare = Callable[[Path, Path, int], object]  # run_prep(input, outdir, chunk_length)
 
 
-def frame_costs(source: FrameSource) -> np.ndarray:
-    """Tokens per frame as the GPU sees them: ESM-2 (protein + BOS/EOS) dominates the cost."""
-    return source.aa_lengths.astype(np.int64) + 2
+class TokenCosts:
+    """Tokens per frame as the GPU sees them (ESM-2: protein + BOS/EOS dominates the cost), computed slice by
+    slice from memory-mapped residue counts: never a whole per-frame array in memory."""
+
+    def __init__(self, aa_lengths: np.ndarray):
+        self.aa_lengths = aa_lengths
+
+    def __len__(self) -> int:
+        return len(self.aa_lengths)
+
+    def __getitem__(self, frames: slice) -> np.ndarray:
+        return np.asarray(self.aa_lengths[frames], dtype=np.int64) + 2
+
+    def sum(self) -> int:
+        return sum(int(self[a:b].sum()) for a, b in iter_chunks(len(self), COST_CHUNK))
 
 
-def plan_shards(costs: np.ndarray, min_shards: int, target_tokens: int) -> list[tuple[int, int, int]]:
-    """Contiguous [start, stop) ranges with about equal token sums: max(min_shards, tokens/target) of them."""
+def frame_costs(source: FrameSource) -> TokenCosts:
+    return TokenCosts(source.aa_lengths)
+
+
+def plan_shards(costs, min_shards: int, target_tokens: int, rounding: str = "up") -> list[tuple[int, int, int]]:
+    """Contiguous [start, stop) ranges with about equal token sums: max(min_shards, tokens/target) of them,
+    tokens/target rounded up (shards of at most target tokens) or down (of at least target tokens).
+
+    `costs`: per-frame tokens, anything that slices into int arrays (an array, TokenCosts); read in chunks."""
     frames = len(costs)
     if frames == 0:
         return []
-    cumulative = np.cumsum(costs)
-    total = int(cumulative[-1])
-    count = min(frames, max(1, min_shards, math.ceil(total / max(target_tokens, 1))))
-    goals = total * np.arange(1, count) / count
-    cuts = (np.searchsorted(cumulative, goals, side="left") + 1).tolist()
+    total = sum(int(np.sum(costs[a:b])) for a, b in iter_chunks(frames, COST_CHUNK))
+    by_size = (math.ceil if rounding == "up" else math.floor)(total / max(target_tokens, 1))
+    count = min(frames, max(1, min_shards, by_size))
+    cuts = _first_reaching(costs, total * np.arange(1, count) / count) + 1
     bounds = [0]
-    for k, cut in enumerate(cuts, start=1):  # keep every shard non-empty
+    for k, cut in enumerate(cuts.tolist(), start=1):  # keep every shard non-empty
         bounds.append(min(max(cut, bounds[-1] + 1), frames - (count - k)))
     bounds.append(frames)
-    return [(a, b, int(cumulative[b - 1] - (cumulative[a - 1] if a else 0))) for a, b in zip(bounds, bounds[1:])]
+    prefix = _prefix_sums(costs, bounds)
+    return [(a, b, int(prefix[k + 1] - prefix[k])) for k, (a, b) in enumerate(zip(bounds, bounds[1:]))]
+
+
+def _first_reaching(costs, goals: np.ndarray) -> np.ndarray:
+    """For each (increasing) goal, the first frame whose cumulative cost reaches it (searchsorted, chunk by chunk)."""
+    found, base, pending = np.empty(len(goals), dtype=np.int64), 0, 0
+    for a, b in iter_chunks(len(costs), COST_CHUNK):
+        cumulative = base + np.cumsum(costs[a:b])
+        reached = int(np.searchsorted(goals, cumulative[-1], side="right"))
+        found[pending:reached] = a + np.searchsorted(cumulative, goals[pending:reached], side="left")
+        pending, base = reached, int(cumulative[-1])
+    found[pending:] = len(costs) - 1
+    return found
+
+
+def _prefix_sums(costs, bounds: list[int]) -> np.ndarray:
+    """Sum of costs[:bound] for each (increasing) bound."""
+    sums, base, position = np.zeros(len(bounds), dtype=np.int64), 0, 0
+    for a, b in iter_chunks(len(costs), COST_CHUNK):
+        cumulative = base + np.concatenate(([0], np.cumsum(costs[a:b])))
+        while position < len(bounds) and bounds[position] <= b:
+            sums[position] = cumulative[bounds[position] - a]
+            position += 1
+        base = int(cumulative[-1])
+    return sums
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What the shards score: every prepared frame, or only the distinct ones (de-duplication)."""
+
+    frames: int  # prepared frames
+    tokens: int  # tokens the shards compute
+    shards: list[tuple[int, int, int]]  # over the scored frames
+    dedup: bool
+    unique_frames: int | None  # distinct frames (de-duplicated runs)
+    frame_tokens: int  # tokens of every prepared frame: what a run without de-duplication computes
+
+
+def plan_frames(prep_dir: Path, dedup: bool, min_shards: int, options: RunOptions, telemetry: Telemetry) -> FramePlan:
+    """After prep and index: de-duplicate (when asked) and split the frames to score into token-balanced shards."""
+    source = FrameSource(prep_dir)
+    frame_tokens = frame_costs(source).sum()
+    unique = None
+    if dedup:
+        with telemetry.stage("dedup"):
+            unique = plan_dedup(prep_dir, on_event=options.on_event).unique_frames
+        source = unique_source(prep_dir)
+    costs = frame_costs(source)
+    tokens = costs.sum()
+    shards = plan_shards(costs, min_shards, options.shard_tokens, options.shard_rounding)
+    if dedup:
+        log.info("de-duplication: %d of %d frames distinct, %d of %d tokens to compute (%.1f%% saved)", unique,
+                 source.prepared_frames, tokens, frame_tokens, 100 * (1 - tokens / max(frame_tokens, 1)))
+    return FramePlan(source.prepared_frames, tokens, shards, dedup, unique, frame_tokens)
 
 
 def run_identity(cfg: PredictConfig, env: EnvConfig, cache: ChecksumCache) -> RunIdentity:
@@ -109,12 +187,12 @@ def _plan_new(run: RunDir, cfg: PredictConfig, identity: RunIdentity, min_shards
     options.on_event("prep")
     with telemetry.stage("index"):
         build_index(run.prep)
-        source = FrameSource(run.prep)
-    costs = frame_costs(source)
-    shards = plan_shards(costs, min_shards, options.shard_tokens)
-    manifest = Manifest(identity, len(source), int(costs.sum()), shards,
+    options.on_event("index")
+    plan = plan_frames(run.prep, cfg.dedup, min_shards, options, telemetry)
+    manifest = Manifest(identity, plan.frames, plan.tokens, plan.shards, dedup=plan.dedup,
+                        unique_frames=plan.unique_frames, frame_tokens=plan.frame_tokens,
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     options.on_event("plan")
     manifest.save(run.manifest)  # last: its presence means prep and index are complete
-    log.info("planned %d frames (%d tokens) in %d shards", manifest.frames, manifest.tokens, len(shards))
+    log.info("planned %d frames (%d tokens) in %d shards", manifest.scored_frames, manifest.tokens, len(plan.shards))
     return manifest

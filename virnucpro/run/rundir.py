@@ -1,7 +1,7 @@
 """Layout of a run directory and the few helpers every run module shares.
 
     RUNDIR/manifest.json          what this run is (input, models, chunk length, shard plan); written last by plan
-    RUNDIR/prep/                  chunked.fasta, identified_*.fast[a], frames.index.npz
+    RUNDIR/prep/                  chunked.fasta, identified_*.fast[a], frames.index/ (+ dedup.unique/, dedup.map/)
     RUNDIR/shards/shard-NNNN/     part-<start>-<stop>.h5 checkpoints, then .done
     RUNDIR/logs/                  one log file per process
     RUNDIR/telemetry.jsonl        one JSON event per line (stages, parts, shard starts)

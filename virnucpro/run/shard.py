@@ -18,6 +18,7 @@ import numpy as np
 
 from virnucpro.errors import RunStateError
 from virnucpro.io.prep_files import FrameSource
+from virnucpro.run.dedup import scoring_source
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.numerics import record_numerics
 from virnucpro.run.options import RunOptions
@@ -189,7 +190,7 @@ def _run_pending(run, manifest, index, scorer, options, device, progress) -> Sha
     start, stop, _tokens = manifest.shards[index]
     shard_dir = run.shard_dir(index)
     telemetry = Telemetry(run.telemetry)
-    source = FrameSource(run.prep)
+    source = scoring_source(run, manifest)
     keep = manifest.identity.save_embeddings
     stale = remove_temp_files(shard_dir)
     parts = verified_parts(shard_dir, source, start, stop, keep)

@@ -40,11 +40,27 @@ class SlurmProfile:
     aggregate_time: str = "02:00:00"
     aggregate_cpus: int = 2
     aggregate_mem: str = "16G"
+    # Shard size from measured costs (slurm/README.md "Shard size"): every task spends at most `startup_share` of
+    # its time starting up: shard tokens >= tokens_per_s * startup_s / startup_share.
+    startup_s: float = 38.0  # one task's start-up on an H200, cold compile cache (23 s warm)
+    tokens_per_s: float = 88_000.0  # whole-engine ESM tokens/s of one GPU (H200, 150 bp reads)
+    startup_share: float = 0.03
+    max_array_size: int = 0  # tasks per job array; 0 = the cluster's MaxArraySize (scontrol show config)
+    # Prep (chunks, frames, index, de-duplication, shard plan) as a SLURM job of its own instead of on the login node
+    prep_job: str = "auto"  # auto: when the input file is at least prep_job_min_input; always; never
+    prep_job_min_input: str = "1G"
+    prep_time: str = "04:00:00"
+    prep_cpus: int = 2
+    prep_mem: str = "16G"
     sbatch_flags: tuple[str, ...] = field(default_factory=tuple)  # extra flags for every job, e.g. "--mail-type=END"
 
 
 PROFILE_KEYS = {f.name: f for f in fields(SlurmProfile)}
-_INT_KEYS = {"gpus_per_task", "cpus_per_task", "max_running", "signal_delay_s", "max_requeues", "aggregate_cpus"}
+_INT_KEYS = {"gpus_per_task", "cpus_per_task", "max_running", "signal_delay_s", "max_requeues", "aggregate_cpus",
+             "max_array_size", "prep_cpus"}
+_FLOAT_KEYS = {"startup_s", "tokens_per_s", "startup_share"}
+PREP_JOB_CHOICES = ("auto", "always", "never")
+_SIZE = re.compile(r"(\d+)([KMGT]?)B?", flags=re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- reading
@@ -141,7 +157,11 @@ def _check_type(key: str, value, path):
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return value
         raise InputError(path, f"key '{key}': expected a non-negative integer, got {value!r}")
-    if key in ("time", "aggregate_time") and isinstance(value, int) and not isinstance(value, bool):
+    if key in _FLOAT_KEYS:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        raise InputError(path, f"key '{key}': expected a positive number, got {value!r}")
+    if key in ("time", "aggregate_time", "prep_time") and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # minutes
     if not isinstance(value, str):
         raise InputError(path, f"key '{key}': expected a string, got {value!r}")
@@ -149,17 +169,21 @@ def _check_type(key: str, value, path):
 
 
 def validate(profile: SlurmProfile, path: Path | str = "<profile>") -> None:
-    for key in ("time", "aggregate_time"):
+    for key in ("time", "aggregate_time", "prep_time"):
         try:
             time_to_minutes(getattr(profile, key))
         except ValueError as error:
             raise InputError(path, f"key '{key}': {error}") from None
-    for key in ("mem", "aggregate_mem"):
+    for key in ("mem", "aggregate_mem", "prep_mem", "prep_job_min_input"):
         value = getattr(profile, key)
-        if value and not re.fullmatch(r"\d+[KMGT]?B?", value, flags=re.IGNORECASE):
+        if value and not _SIZE.fullmatch(value):
             raise InputError(path, f"key '{key}': expected a SLURM size like 64G or 16000M, got {value!r}")
-    if profile.cpus_per_task < 1 or profile.aggregate_cpus < 1:
-        raise InputError(path, "cpus_per_task and aggregate_cpus must be at least 1")
+    if profile.cpus_per_task < 1 or profile.aggregate_cpus < 1 or profile.prep_cpus < 1:
+        raise InputError(path, "cpus_per_task, aggregate_cpus and prep_cpus must be at least 1")
+    if profile.prep_job not in PREP_JOB_CHOICES:
+        raise InputError(path, f"key 'prep_job': expected one of {', '.join(PREP_JOB_CHOICES)}, got {profile.prep_job!r}")
+    if not 0 < profile.startup_share < 1:
+        raise InputError(path, f"key 'startup_share': expected a fraction between 0 and 1, got {profile.startup_share!r}")
     for flag in profile.sbatch_flags:
         if not flag.startswith("--"):
             raise InputError(path, f"key 'sbatch_flags': {flag!r} is not a long sbatch option (--name[=value])")
@@ -200,6 +224,14 @@ def time_to_minutes(value: str) -> int:
                 raise ValueError(f"time limit {value!r} is shorter than a minute")
             return total
     raise ValueError(f"cannot read time limit {value!r} (minutes, HH:MM:SS or D-HH:MM:SS)")
+
+
+def size_to_bytes(value: str) -> int:
+    """A SLURM size (16G, 500M, 1024K, 12; K/M/G/T are powers of 1024; a bare number is megabytes) in bytes."""
+    match = _SIZE.fullmatch(str(value).strip())
+    if not match:
+        raise ValueError(f"cannot read size {value!r}")
+    return int(match[1]) * 1024 ** "KMGT".index((match[2] or "M").upper()) * 1024
 
 
 def task_memory(profile: SlurmProfile) -> str:

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from virnucpro.slurm.submit import JobsFile, jobs_path
+from virnucpro.slurm.jobs import JobsFile, jobs_path, prep_error_path
 
 UNKNOWN = "UNKNOWN"
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -26,22 +26,36 @@ def has_jobs(rundir: str | Path) -> bool:
 
 def job_states(rundir: str | Path) -> dict:
     """JSON-ready states of the run's jobs: {"shards": {"0": {job_id, state, reason, restarts, exit_code}},
-    "aggregate": {...}, "submissions": [...], "scontrol": bool, "scontrol_error": str}. Each shard shows its
-    newest job."""
-    jobs = JobsFile.load(Path(rundir))
+    "aggregate": {...} or None, "prep": {..., "error"} or None, "submissions": [...], "scontrol": bool,
+    "scontrol_error": str}. Each shard shows its newest job; "aggregate" is the newest submission's aggregation
+    (None before it is submitted), "prep" the newest prep job."""
+    rundir = Path(rundir)
+    prep = JobsFile.load(rundir).latest_prep()
+    # the prep job first: once it is seen finished, every job it submitted is on record (re-read below)
+    known, available, error = query_jobs([prep.prep_job_id] if prep else [])
+    jobs = JobsFile.load(rundir)
     latest = jobs.submissions[-1] if jobs.submissions else None
-    # the aggregation first: a shard seen unfinished afterwards was unfinished when the aggregation was seen
-    ids = [latest.aggregate_job_id] if latest and latest.aggregate_job_id else []
+    aggregate_id = latest.aggregate_job_id if latest else ""
+    # then the aggregation: a shard seen unfinished afterwards was unfinished when the aggregation was seen
+    ids = [aggregate_id] if aggregate_id else []
     ids += sorted({job.split("_")[0] for job in jobs.latest_job_of_shard().values()} - set(ids))
-    known, available, error = query_jobs(ids)
+    if available and not error:
+        more, available, error = query_jobs(ids)
+        known.update(more)
     shards = {str(shard): _describe(job, known) for shard, job in sorted(jobs.latest_job_of_shard().items())}
     return {
         "scontrol": available,
         "scontrol_error": error,
         "shards": shards,
-        "aggregate": _describe(latest.aggregate_job_id, known) if latest else None,
+        "aggregate": _describe(aggregate_id, known) if aggregate_id else None,
+        "prep": _describe_prep(rundir, prep.prep_job_id, known) if prep else None,
         "submissions": [s.to_dict() for s in jobs.submissions],
     }
+
+
+def _describe_prep(rundir: Path, job_id: str, known: dict[str, dict]) -> dict:
+    error = prep_error_path(rundir)
+    return {**_describe(job_id, known), "error": error.read_text().strip() if error.exists() else ""}
 
 
 def _describe(job_id: str, known: dict[str, dict]) -> dict:
@@ -93,10 +107,11 @@ def expand_task_ids(text: str) -> list[int]:
 
 
 def active_jobs(states: dict) -> dict[str, str]:
-    """Shard (or "aggregate") -> job id, for jobs still queued or running."""
+    """Shard (or "aggregate", "prep") -> job id, for jobs still queued or running."""
     active = {shard: info["job_id"] for shard, info in states["shards"].items() if info["state"] in ACTIVE_STATES}
-    if states.get("aggregate") and states["aggregate"]["state"] in ACTIVE_STATES:
-        active["aggregate"] = states["aggregate"]["job_id"]
+    for job in ("aggregate", "prep"):
+        if states.get(job) and states[job]["state"] in ACTIVE_STATES:
+            active[job] = states[job]["job_id"]
     return active
 
 
@@ -110,7 +125,12 @@ def format_job_states(states: dict) -> str:
     for info in states["shards"].values():
         counts[info["state"]] = counts.get(info["state"], 0) + 1
     summary = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none"
-    lines = [f"SLURM shard jobs: {summary}"]
+    lines = []
+    if states.get("prep"):
+        prep = states["prep"]
+        lines.append(f"SLURM prep job: job {prep['job_id']} {prep['state']} ({prep['reason']})"
+                     + (f": {prep['error']}" if prep["error"] else ""))
+    lines.append(f"SLURM shard jobs: {summary}")
     for shard, info in states["shards"].items():
         if info["state"] not in ("COMPLETED", UNKNOWN) or info["restarts"]:
             lines.append(f"  shard {shard}: job {info['job_id']} {info['state']} ({info['reason']}; "

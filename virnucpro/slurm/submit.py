@@ -1,93 +1,29 @@
-"""Submit a planned run to SLURM through submitit: one array task per shard, then a dependent aggregation job.
+"""Submit a planned run to SLURM through submitit: job arrays of shard tasks (each under the cluster's
+MaxArraySize), then one aggregation job depending on all of them (a prep job, slurm.prep_job, submits the same
+from a compute node).
 
-    RUNDIR/slurm/jobs.json    every submission: array job id, array task -> shard, aggregation job id, settings
+    RUNDIR/slurm/jobs.json    every submission (slurm.jobs): arrays, task -> shard, aggregation, prep job, settings
     RUNDIR/slurm/logs/        submitit's sbatch scripts, pickled tasks and the jobs' stdout/stderr
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import shlex
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from virnucpro.config import EngineConfig
-from virnucpro.errors import VirNucProError
-from virnucpro.io.atomic import write_text_atomic
+from virnucpro.run.options import ignore_event
+from virnucpro.slurm.jobs import SlurmError, Submission, logs_folder, record_submission
 from virnucpro.slurm.profile import SlurmProfile, parse_sbatch_flags, task_memory, time_to_minutes
+from virnucpro.slurm.sizing import array_limit, array_throttle, split_arrays
 
-JOBS_FILE = "jobs.json"
-
-
-class SlurmError(VirNucProError):
-    """SLURM refused or is missing (sbatch not found, submission rejected, jobs still running)."""
-
-    exit_code = 5
-
-
-@dataclass(frozen=True)
-class Submission:
-    array_job_id: str
-    tasks: dict[int, str]  # shard index -> SLURM job id of its task ("123_4"; "123" for a one-task submission)
-    aggregate_job_id: str
-    submitted: str = ""
-    resume: bool = False
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["tasks"] = {str(shard): job for shard, job in self.tasks.items()}
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Submission":
-        data = dict(data)
-        data["tasks"] = {int(shard): job for shard, job in data["tasks"].items()}
-        return cls(**data)
-
-
-@dataclass
-class JobsFile:
-    """RUNDIR/slurm/jobs.json: the settings of the run's tasks and every submission, newest last."""
-
-    engine: EngineConfig
-    profile: SlurmProfile
-    submissions: list[Submission] = field(default_factory=list)
-
-    def save(self, rundir: Path) -> None:
-        data = {"engine": asdict(self.engine), "profile": asdict(self.profile),
-                "submissions": [s.to_dict() for s in self.submissions]}
-        write_text_atomic(jobs_path(rundir), json.dumps(data, indent=1))
-
-    @classmethod
-    def load(cls, rundir: Path) -> "JobsFile":
-        path = jobs_path(rundir)
-        try:
-            data = json.loads(path.read_text())
-            profile = dict(data["profile"], sbatch_flags=tuple(data["profile"].get("sbatch_flags", ())))
-            return cls(EngineConfig(**data["engine"]), SlurmProfile(**profile),
-                       [Submission.from_dict(s) for s in data["submissions"]])
-        except FileNotFoundError:
-            raise SlurmError(f"{path}: no SLURM submission recorded here (submit with `virnucpro submit`)") from None
-        except (ValueError, KeyError, TypeError) as error:
-            raise SlurmError(f"{path}: unreadable ({error})") from None
-
-    def latest_job_of_shard(self) -> dict[int, str]:
-        jobs: dict[int, str] = {}
-        for submission in self.submissions:
-            jobs.update(submission.tasks)
-        return jobs
-
-
-def jobs_path(rundir: Path) -> Path:
-    return Path(rundir) / "slurm" / JOBS_FILE
-
-
-def logs_folder(rundir: Path) -> Path:
-    return Path(rundir).resolve() / "slurm" / "logs"
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- sbatch parameters
@@ -114,25 +50,38 @@ def gres(profile: SlurmProfile) -> str | None:
     return f"gpu:{kind}{profile.gpus_per_task}"
 
 
-def array_parameters(profile: SlurmProfile, job_name: str, tasks: int) -> dict:
-    """One shard per task: GPU(s), CPUs for the DataLoader workers, memory, time limit, array throttle."""
+def array_parameters(profile: SlurmProfile, job_name: str, tasks: int, throttle: int | None = None) -> dict:
+    """One shard per task: GPU(s), CPUs for the DataLoader workers, memory, time limit, array throttle
+    (`throttle`, default the profile's max_running; 0 = none)."""
+    throttle = profile.max_running if throttle is None else throttle
     params = _common_parameters(profile)
     params.update(job_name=job_name, time=time_to_minutes(profile.time), cpus_per_task=profile.cpus_per_task,
-                  mem=task_memory(profile), array_parallelism=profile.max_running or max(tasks, 1))
+                  mem=task_memory(profile), array_parallelism=throttle or max(tasks, 1))
     if gres(profile):
         params["gres"] = gres(profile)
     return params
 
 
-def aggregate_parameters(profile: SlurmProfile, job_name: str, array_job_id: str) -> dict:
-    """Starts once every task of the array succeeded; is cancelled by SLURM if one fails (then --resume).
+def aggregate_parameters(profile: SlurmProfile, job_name: str, array_job_ids: str | Sequence[str]) -> dict:
+    """Starts once every task of every array succeeded; is cancelled by SLURM if one fails (then --resume).
     Without an array (every shard already done) it starts at once."""
+    arrays = [array_job_ids] if isinstance(array_job_ids, str) else list(array_job_ids)
     params = _common_parameters(profile)
     params.update(job_name=job_name, time=time_to_minutes(profile.aggregate_time), cpus_per_task=profile.aggregate_cpus,
                   mem=profile.aggregate_mem)
-    if array_job_id:
-        params["dependency"] = f"afterok:{array_job_id}"
+    if any(arrays):
+        params["dependency"] = "afterok:" + ":".join(filter(None, arrays))
     params["additional_parameters"] = {"kill-on-invalid-dep": "yes", **params.get("additional_parameters", {})}
+    return params
+
+
+def prep_parameters(profile: SlurmProfile, job_name: str) -> dict:
+    """The prep job: CPUs and memory for prep and de-duplication, no GPU; held until it is on record (released
+    by `submit_prep_job`); never requeued by SLURM (`submit --resume` starts it again)."""
+    params = _common_parameters(profile)
+    params.update(job_name=job_name, time=time_to_minutes(profile.prep_time), cpus_per_task=profile.prep_cpus,
+                  mem=profile.prep_mem, use_srun=False)  # it submits jobs itself: no job step around it
+    params["additional_parameters"] = {"hold": True, "no-requeue": True, **params.get("additional_parameters", {})}
     return params
 
 
@@ -143,12 +92,12 @@ def python_command(profile: SlurmProfile) -> str:
     return shlex.quote(sys.executable)
 
 
-def make_executor(folder: Path, profile: SlurmProfile, parameters: dict):
+def make_executor(folder: Path, profile: SlurmProfile, parameters: dict, python: str | None = None):
     import submitit
 
     try:
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.max_requeues,
-                                          python=python_command(profile))
+                                          python=python or python_command(profile))
     except RuntimeError as error:  # submitit: "Could not detect srun"
         raise SlurmError(f"cannot submit from this machine: {error}") from None
     executor.update_parameters(**parameters)
@@ -158,9 +107,25 @@ def make_executor(folder: Path, profile: SlurmProfile, parameters: dict):
 # ---------------------------------------------------------------- submission
 
 
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def refused(error) -> SlurmError:
+    return SlurmError(f"sbatch refused the submission: {str(error).strip().splitlines()[-1]}")
+
+
+def cancel(job_ids: Sequence[str]) -> None:
+    for job_id in job_ids:
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
 def submit_shards(rundir: Path, shards: list[int], engine: EngineConfig, profile: SlurmProfile,
-                  *, resume: bool = False, scorer_factory: Callable | None = None) -> Submission:
-    """Submit `shards` as one array (task i runs shards[i]) plus the aggregation job; record both in jobs.json.
+                  *, resume: bool = False, scorer_factory: Callable | None = None, parent_job_id: str = "",
+                  sizing: dict | None = None, on_event=ignore_event) -> Submission:
+    """Submit `shards` as job arrays of at most the cluster's MaxArraySize tasks (task i of an array runs its
+    i-th shard) plus one aggregation job waiting for all of them; each job is on record in jobs.json as soon as
+    sbatch accepts it (on_event("submit") after each array).
 
     scorer_factory: (engine) -> scorer for the tasks (see ShardTask); it is pickled into the jobs."""
     from submitit.core.utils import FailedJobError
@@ -168,47 +133,51 @@ def submit_shards(rundir: Path, shards: list[int], engine: EngineConfig, profile
     from virnucpro.slurm.tasks import AggregateTask, ShardTask
 
     rundir = Path(rundir).resolve()
-    name = f"virnucpro-{rundir.name}"
-    folder = logs_folder(rundir)
-    tasks = [ShardTask(str(rundir), index, engine, scorer_factory) for index in shards]
-    array_id = ""
+    name, folder = f"virnucpro-{rundir.name}", logs_folder(rundir)
+    limit, source = array_limit(profile)
+    groups = split_arrays(shards, limit)
+    submission = Submission("", {}, "", now(), resume, parent_job_id=parent_job_id,
+                            sizing={**(sizing or {}), "array_limit": limit, "array_limit_source": source})
     try:
-        array = make_executor(folder, profile, array_parameters(profile, name, len(tasks)))
-        jobs = array.submit_array(tasks) if tasks else []
-        array_id = jobs[0].job_id.split("_")[0] if jobs else ""
-        aggregator = make_executor(folder, profile, aggregate_parameters(profile, f"{name}-aggregate", array_id))
+        for group in groups:
+            executor = make_executor(folder, profile, array_parameters(profile, name, len(group),
+                                                                       array_throttle(profile, len(groups))))
+            jobs = executor.submit_array([ShardTask(str(rundir), index, engine, scorer_factory) for index in group])
+            submission = submission.with_array(jobs[0].job_id.split("_")[0],
+                                               {shard: job.job_id for shard, job in zip(group, jobs)})
+            record_submission(rundir, engine, profile, submission)
+            on_event("submit")
+        aggregator = make_executor(folder, profile,
+                                   aggregate_parameters(profile, f"{name}-aggregate", submission.array_job_ids))
         aggregate_job = aggregator.submit(AggregateTask(str(rundir)))
     except FailedJobError as error:
-        if array_id:  # an array without its aggregation would be unrecorded work: take it back
-            subprocess.run(["scancel", array_id], capture_output=True, timeout=30)
-        raise SlurmError(f"sbatch refused the submission: {str(error).strip().splitlines()[-1]}") from None
-    submission = Submission(array_id, {s: job.job_id for s, job in zip(shards, jobs)}, aggregate_job.job_id,
-                            datetime.now(timezone.utc).isoformat(timespec="seconds"), resume)
+        cancel(submission.array_job_ids)  # arrays without their aggregation: take them back (still on record)
+        raise refused(error) from None
+    submission = replace(submission, aggregate_job_id=aggregate_job.job_id)
     record_submission(rundir, engine, profile, submission)
     return submission
 
 
-def record_submission(rundir: Path, engine: EngineConfig, profile: SlurmProfile, submission: Submission) -> None:
-    path = jobs_path(rundir)
-    jobs = JobsFile.load(rundir) if path.exists() else JobsFile(engine, profile)
-    jobs.engine, jobs.profile = engine, profile
-    jobs.submissions.append(submission)
-    jobs.save(rundir)
-
-
 def describe_submission(rundir: Path, submission: Submission) -> str:
     """What `virnucpro submit` prints: the jobs, how to follow them, what to do when a task fails."""
-    tasks = len(submission.tasks)
-    ids = ",".join(filter(None, (submission.array_job_id, submission.aggregate_job_id)))
+    ids = ",".join(filter(None, (submission.prep_job_id, *submission.array_job_ids, submission.aggregate_job_id)))
     lines = []
-    if tasks:
-        lines.append(f"submitted {tasks} shard task(s) as job {submission.array_job_id} "
-                     f"(shards {_ranges(sorted(submission.tasks))})")
+    if submission.prep_job_id:
+        lines.append(f"submitted the prep job {submission.prep_job_id}: it prepares and plans the run on a compute "
+                     "node, then submits the shard arrays and the aggregation itself")
+        lines.append(f"shard size: {submission.sizing.get('shard_size', '')}")
+    for array in submission.array_job_ids:
+        shards = sorted(shard for shard, job in submission.tasks.items() if job.split("_")[0] == array)
+        lines.append(f"submitted {len(shards)} shard task(s) as job {array} (shards {_ranges(shards)})")
+    if len(submission.array_job_ids) > 1:
+        lines.append(f"{len(submission.array_job_ids)} arrays: at most {submission.sizing.get('array_limit')} tasks "
+                     f"each ({submission.sizing.get('array_limit_source')})")
+    if submission.aggregate_job_id:
+        lines.append(f"aggregation job {submission.aggregate_job_id} starts when every shard task has succeeded")
     lines += [
-        f"aggregation job {submission.aggregate_job_id} starts when every shard task has succeeded",
         f"follow:  virnucpro status {rundir}    squeue -j {ids}",
         f"logs:    {logs_folder(rundir)}/",
-        f"if a task fails: virnucpro submit --resume {rundir}",
+        f"if a job fails: virnucpro submit --resume {rundir}",
     ]
     return "\n".join(lines)
 

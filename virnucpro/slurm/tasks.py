@@ -1,4 +1,5 @@
-"""What the SLURM jobs run (pickled by submitit): one shard per array task, then the aggregation.
+"""What the SLURM jobs run (pickled by submitit): one shard per array task, then the aggregation (the prep job's
+task is in slurm.prep_job).
 
 Both are submitit `Checkpointable`: on a time-limit warning (USR2, `signal_delay_s` before the limit) or a
 preemption, submitit calls `checkpoint()`, stores the returned submission and requeues the job. Nothing has to be
@@ -37,7 +38,7 @@ class ShardTask(Checkpointable):
     scorer_factory: Callable | None = None
 
     def __call__(self) -> dict:
-        _configure_logging()
+        configure_logging()
         env = EnvConfig.from_environ()  # this job's environment: read once, here at its entry point
         attach_log_file(RunDir(self.rundir), f"shard{self.index:04d}")
         log.info("shard %d of %s (SLURM job %s, restart %d)", self.index, self.rundir, env.slurm_job_id,
@@ -61,10 +62,10 @@ class AggregateTask(Checkpointable):
     rundir: str
 
     def __call__(self):
-        _configure_logging()
+        configure_logging()
         return aggregate(Path(self.rundir), RunOptions.from_env(EnvConfig.from_environ()))
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
