@@ -18,9 +18,9 @@ from virnucpro.io.atomic import write_text_atomic
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.options import RunOptions
-from virnucpro.run.parts import done_path, is_done, read_part
+from virnucpro.run.parts import is_done
 from virnucpro.run.rundir import EMBEDDINGS, HIGHEST_SCORE, PREDICTIONS, SUMMARY, RunDir, disk_errors
-from virnucpro.run.shard import missing_ranges, verified_parts
+from virnucpro.run.scored import iter_scored
 from virnucpro.run.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -52,24 +52,6 @@ def _check_plan(manifest: Manifest, source: FrameSource) -> None:
     contiguous = all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     if len(source) != manifest.frames or not contiguous or (bounds and (bounds[0][0], bounds[-1][1]) != (0, len(source))):
         raise RunStateError(f"manifest shard plan does not cover the {len(source)} prepared frames exactly once")
-
-
-def _shard_parts(run: RunDir, index: int, manifest: Manifest, source: FrameSource) -> list:
-    start, stop, _ = manifest.shards[index]
-    shard_dir = run.shard_dir(index)
-    parts = verified_parts(shard_dir, source, start, stop, manifest.identity.save_embeddings)
-    if missing_ranges(start, stop, parts):
-        done_path(shard_dir).unlink(missing_ok=True)
-        raise RunStateError(f"{shard_dir}: checkpoint parts are missing or corrupt (removed); "
-                            "rerun predict (or `virnucpro shard`) to redo them, then aggregate")
-    return parts
-
-
-def iter_scored(run: RunDir, manifest: Manifest, source: FrameSource, with_embeddings: bool):
-    """PartData of every shard in frame order, each verified against the prepared ids."""
-    for index in range(len(manifest.shards)):
-        for ref in _shard_parts(run, index, manifest, source):
-            yield read_part(ref.path, with_embeddings)
 
 
 def sequence_chunks(input_path: Path, chunk_length: int) -> tuple[list[tuple[str, int]], dict[str, str]]:
