@@ -10,9 +10,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from virnucpro.commands.options import add_model_options, predict_config_from_args, run_options
+from virnucpro.commands.options import (add_consensus_format_option, add_model_options, add_prep_options,
+                                         predict_config_from_args, run_options)
 from virnucpro.config import EngineConfig, EnvConfig
+from virnucpro.run.calls import save_settings
 from virnucpro.run.plan import plan_run
+from virnucpro.run.recall import settings_with
+from virnucpro.run.rundir import RunDir
 from virnucpro.slurm.pending import refuse_active_jobs, submit_pending
 from virnucpro.slurm.profile import SlurmProfile, load_profile, with_overrides
 from virnucpro.slurm.submit import JobsFile, SlurmError, describe_submission, jobs_path
@@ -40,6 +44,8 @@ def register(subparsers) -> None:
     slurm.add_argument("--sbatch-flag", dest="sbatch_flags", action="append", default=None, metavar="FLAG",
                        help="extra sbatch option for every job, e.g. --sbatch-flag=--mail-type=END (repeatable)")
     add_model_options(parser)
+    add_prep_options(parser)
+    add_consensus_format_option(parser)
     parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
     parser.add_argument("--force-restart", action="store_true",
                         help="discard the run directory's shards instead of refusing a mismatched resume")
@@ -62,6 +68,8 @@ def handle(args, env: EnvConfig) -> int:
             raise SlurmError("virnucpro submit: give INPUT and -o RUNDIR (or --resume RUNDIR)")
         rundir = Path(args.output)
         engine, profile = _plan(args, env), profile_from_args(args)
+    if args.consensus_format:  # the aggregation job reads it from the run directory
+        save_settings(RunDir(rundir), settings_with(rundir, consensus_format=args.consensus_format))
     submission = submit_pending(rundir, engine, profile, resume=bool(args.resume))
     if submission is not None:
         print(describe_submission(rundir, submission))

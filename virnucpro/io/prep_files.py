@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -96,3 +97,69 @@ class FrameSource:
                 raise InputError(self.prep_dir, "prepared files out of step", record=frame_id)
             frames.append(Frame(frame_id, nt[i + 1].decode(), aa[i + 1].decode()))
         return frames
+
+
+# ------------------------------------------------------------------ the per-sequence table (prep/sequences.tsv)
+# One row per input record, in input order, written by prep beside the three published files: what aggregation
+# and viral_sequences.fasta need without reading the input again. `chunked_offset` is the byte offset of the
+# record's first chunk in chunked.fasta; `kept` is 0 for a record dropped by --min-length (it has no chunks);
+# `description` is the whole header line when it is more than the id (tabs, CR and backslashes escaped).
+
+SEQUENCES = "sequences.tsv"
+SEQUENCES_HEADER = "id\tlength\tchunks\tchunked_offset\tkept\tdescription"
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
+_UNESCAPES = {value[1]: key for key, value in _ESCAPES.items()}
+
+
+@dataclass(slots=True)
+class SequenceInfo:
+    id: str
+    length: int
+    chunks: int
+    chunked_offset: int
+    kept: bool = True
+    description: str = ""
+
+    @property
+    def header(self) -> str:
+        """The original header line without its '>' (or '@')."""
+        return self.description or self.id
+
+
+def format_sequence_row(info: SequenceInfo) -> str:
+    description = "" if info.description == info.id else info.description
+    if any(char in description for char in _ESCAPES):
+        description = "".join(_ESCAPES.get(char, char) for char in description)
+    return f"{info.id}\t{info.length}\t{info.chunks}\t{info.chunked_offset}\t{int(info.kept)}\t{description}\n"
+
+
+def _unescape(text: str) -> str:
+    out, chars = [], iter(text)
+    for char in chars:
+        out.append(_UNESCAPES.get(next(chars, ""), "\\") if char == "\\" else char)
+    return "".join(out)
+
+
+def read_sequences(prep_dir: str | Path) -> Iterator[SequenceInfo]:
+    """The rows of prep/sequences.tsv in input order, streamed."""
+    path = Path(prep_dir) / SEQUENCES
+    try:
+        handle = open(path, encoding="utf-8", newline="\n")
+    except FileNotFoundError:
+        raise InputError(path, "missing: this run was prepared by an older virnucpro; rerun with --force-restart") from None
+    with handle:
+        if handle.readline().rstrip("\n") != SEQUENCES_HEADER:
+            raise InputError(path, f"header is not {SEQUENCES_HEADER!r}", line=1)
+        for number, line in enumerate(handle, start=2):
+            yield _sequence_row(path, number, line)
+
+
+def _sequence_row(path: Path, number: int, line: str) -> SequenceInfo:
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) != 6:
+        raise InputError(path, f"expected 6 tab-separated fields, got {len(fields)}", line=number)
+    try:
+        description = _unescape(fields[5]) if "\\" in fields[5] else fields[5]
+        return SequenceInfo(fields[0], int(fields[1]), int(fields[2]), int(fields[3]), fields[4] == "1", description)
+    except ValueError:
+        raise InputError(path, "malformed row", record=fields[0], line=number) from None

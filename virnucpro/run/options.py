@@ -2,8 +2,10 @@
 
 `RunOptions.on_event(name)` is called at the named moments of a run (RUN_EVENTS, in order of a run's life:
 after prep, before the manifest is written, after each scored block, before a part's rename, after a part is
-written, after a shard's `.done`, before each final output). The default does nothing; the reliability tests
-install a hook there (tests/fault_runner.py kills the process at the n-th occurrence of an event).
+written, after a shard's `.done`; in aggregation (and `call`): at the start, after each part is streamed
+(aggregate-part), before the consensus is merged from its sorted runs (aggregate-merge), before the report, before
+embeddings.h5, before the outputs are renamed into place and before each rename (aggregate-commit)). The default
+does nothing; the reliability tests install a hook there (tests/fault_runner.py kills the process at the n-th occurrence of an event).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Callable
 
 from virnucpro.config import EnvConfig
 
-RUN_EVENTS = ("prep", "plan", "block", "part-write", "part", "shard-done", "aggregate")
+RUN_EVENTS = ("prep", "plan", "block", "part-write", "part", "shard-done", "aggregate", "aggregate-part",
+              "aggregate-merge", "aggregate-commit")
 EventHook = Callable[[str], None]
 
 
@@ -27,9 +30,10 @@ class RunOptions:
     part_seconds: float = 120.0  # ...or this many seconds, whichever comes first
     block_frames: int = 4096  # frames per Scorer block
     shard_tokens: int = 20_000_000  # target tokens per shard (~ minutes of one GPU on ESM-2 3B)
+    sort_rows: int = 1 << 18  # consensus rows sorted in memory; more are sorted in runs on disk and merged
     on_event: EventHook = ignore_event
 
     @classmethod
     def from_env(cls, env: EnvConfig, on_event: EventHook = ignore_event) -> "RunOptions":
         return cls(part_frames=env.part_frames, part_seconds=env.part_seconds, block_frames=env.block_frames,
-                   shard_tokens=env.shard_tokens, on_event=on_event)
+                   shard_tokens=env.shard_tokens, sort_rows=env.sort_rows, on_event=on_event)
