@@ -299,3 +299,25 @@ def test_predict_records_the_consensus_format(tmp_path, golden_prep):
     predict_run(cfg, env, scorer_factory=HashScorerFactory())  # resumed without the option: the recorded format
     assert json.loads((cfg.outdir / "calls.json").read_text())["consensus_format"] == "broad"
     assert (cfg.outdir / "report.html").exists()
+
+
+def test_resume_with_another_min_length_is_refused(tmp_path, golden_prep):
+    from doubles import fake_model_files
+    from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
+    from virnucpro.errors import RunStateError
+    from virnucpro.run import plan_run
+
+    env = EnvConfig(models_dir=tmp_path / "store", cpus=1, no_progress=True)
+    cfg = PredictConfig(input=golden_prep / "input.fasta", outdir=tmp_path / "run",
+                        models=fake_model_files(tmp_path / "models"), engine=EngineConfig(device="cpu"), min_length=100)
+    plan_run(cfg, env, gpus=1)
+    with pytest.raises(RunStateError, match="--min-length differs: manifest has 100, now 0"):
+        plan_run(PredictConfig(**{**cfg.__dict__, "min_length": 0}), env, gpus=1)
+
+
+def test_a_run_prepared_without_the_sequence_table_is_refused_with_one_line(run, capsys):
+    (run / "prep" / "sequences.tsv").unlink()
+    before = snapshot(run)
+    assert call(run, "--min-score", "0.9") == 4
+    assert "sequences.tsv: missing" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert snapshot(run) == before

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, RunStateError
 from virnucpro.io.atomic import atomic_write
 
 CHUNKED = "chunked.fasta"
@@ -103,7 +103,7 @@ class FrameSource:
 # One row per input record, in input order, written by prep beside the three published files: what aggregation
 # and viral_sequences.fasta need without reading the input again. `chunked_offset` is the byte offset of the
 # record's first chunk in chunked.fasta; `kept` is 0 for a record dropped by --min-length (it has no chunks);
-# `description` is the whole header line when it is more than the id (tabs, CR and backslashes escaped).
+# `description` is the whole header line (tabs, CR, LF and backslashes escaped).
 
 SEQUENCES = "sequences.tsv"
 SEQUENCES_HEADER = "id\tlength\tchunks\tchunked_offset\tkept\tdescription"
@@ -126,11 +126,17 @@ class SequenceInfo:
         return self.description or self.id
 
 
+def format_sequence_rows(ids: list[str], lengths: list[int], chunks: list[int], offsets: list[int],
+                         kept: list[bool], descriptions: list[str]) -> str:
+    """Rows of sequences.tsv."""
+    if any(char in "".join(descriptions) for char in _ESCAPES):
+        descriptions = ["".join(_ESCAPES.get(char, char) for char in text) for text in descriptions]
+    return "".join(map("{}\t{}\t{}\t{}\t{:d}\t{}\n".format, ids, lengths, chunks, offsets, kept, descriptions))
+
+
 def format_sequence_row(info: SequenceInfo) -> str:
-    description = "" if info.description == info.id else info.description
-    if any(char in description for char in _ESCAPES):
-        description = "".join(_ESCAPES.get(char, char) for char in description)
-    return f"{info.id}\t{info.length}\t{info.chunks}\t{info.chunked_offset}\t{int(info.kept)}\t{description}\n"
+    return format_sequence_rows([info.id], [info.length], [info.chunks], [info.chunked_offset], [info.kept],
+                                [info.description])
 
 
 def _unescape(text: str) -> str:
@@ -146,7 +152,7 @@ def read_sequences(prep_dir: str | Path) -> Iterator[SequenceInfo]:
     try:
         handle = open(path, encoding="utf-8", newline="\n")
     except FileNotFoundError:
-        raise InputError(path, "missing: this run was prepared by an older virnucpro; rerun with --force-restart") from None
+        raise RunStateError(f"{path}: missing (prepared by an older virnucpro); rerun with --force-restart") from None
     with handle:
         if handle.readline().rstrip("\n") != SEQUENCES_HEADER:
             raise InputError(path, f"header is not {SEQUENCES_HEADER!r}", line=1)

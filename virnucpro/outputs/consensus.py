@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterator
 
 import numpy as np
 
@@ -31,13 +31,6 @@ def chunk_is_virus(best_others: np.ndarray, best_virus: np.ndarray, min_score: f
 def table_writer(handle: IO[str]):
     """Tab-separated with pandas' to_csv quoting (csv.QUOTE_MINIMAL) and "\\n" line ends."""
     return csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-
-
-def write_highest_score(handle: IO[str], rows: Iterable[tuple[str, bool]]) -> None:
-    """Header `Modified_ID\\tIs_Virus`, then (chunk id, True/False) rows as given."""
-    writer = table_writer(handle)
-    writer.writerow(HEADER)
-    writer.writerows((chunk, "True" if is_virus else "False") for chunk, is_virus in rows)
 
 
 class HighestScoreTable:

@@ -67,9 +67,14 @@ def _figures(data: ReportData) -> list[str]:
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
-    cells = "".join(f"<tr><th>{escape(str(key))}</th><td><code>{escape(_text(value))}</code></td></tr>"
-                    for key, value in rows)
+    cells = "".join(f"<tr><th>{escape(str(key))}</th><td>{_cell(value)}</td></tr>" for key, value in rows)
     return f"<table>{cells}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, dict) and value:
+        return "<br>".join(f"{escape(str(key))}: <code>{escape(_text(item))}</code>" for key, item in value.items())
+    return f"<code>{escape(_text(value))}</code>"
 
 
 def _text(value) -> str:

@@ -89,5 +89,5 @@ def line_chart(figure_id: str, title: str, xs: list[float], ys: list[float], x_l
              f'fill="{COLORS["line"]}"/>' for (x, y), (px, py) in zip(zip(xs, ys), points)]
     if xs:
         body.append(f'<text x="{WIDTH - RIGHT}" y="{HEIGHT - BOTTOM + 14}" text-anchor="end" class="tick">'
-                    f'{xs[-1]:,.0f}</text>')
+                    f'{_number(xs[-1])}</text>')
     return _frame(figure_id, title, body, x_label, y_label, top)

@@ -119,10 +119,11 @@ class _RecordTap:
         self.bases = 0
 
     def __iter__(self) -> Iterator[Record]:
+        add, min_length = self._table.add, self._min_length
         for record in self._records:
+            length = len(record.seq)
             self.records += 1
-            self.bases += len(record.seq)
-            kept = len(record.seq) >= self._min_length
-            self._table.add(record, kept)
-            if kept:
+            self.bases += length
+            add(record, length, length >= min_length)
+            if length >= min_length:
                 yield record

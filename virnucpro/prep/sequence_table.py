@@ -10,38 +10,39 @@ from typing import IO
 
 import numpy as np
 
-from virnucpro.io.prep_files import FASTA_WIDTH, SEQUENCES_HEADER, SequenceInfo, format_sequence_row
+from virnucpro.io.prep_files import FASTA_WIDTH, SEQUENCES_HEADER, format_sequence_rows
 from virnucpro.io.sequences import Record
-from virnucpro.prep.chunking import chunk_count, chunk_range_layout
+from virnucpro.prep.chunking import chunk_layout
 from virnucpro.prep.short_inputs import LengthStats
 
 ROWS_PER_WRITE = 65536
 _HEADER_BYTES = len(">") + len("_chunk_") + len("\n")  # around the id and the chunk number
 
 
-def decimal_digits_total(count: int) -> int:
-    """Digits written for the chunk numbers 1..count."""
-    total, low = 0, 1
-    while low <= count:
-        high = min(count, 10 * low - 1)
-        total += (high - low + 1) * len(str(low))
-        low *= 10
+def decimal_digits_total(counts: np.ndarray) -> np.ndarray:
+    """Digits written for the chunk numbers 1..count, for each count."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total, low, digits = np.zeros_like(counts), 1, 1
+    while counts.size and low <= counts.max():
+        total += np.clip(counts - low + 1, 0, 9 * low) * digits
+        low, digits = low * 10, digits + 1
     return total
 
 
-def chunked_bytes(id_bytes: int, length: int, size: int) -> int:
-    """Bytes of every chunk record of one sequence in chunked.fasta."""
-    count = chunk_count(length, size)
-    if count <= 1:
-        lengths = np.array([length] * count, dtype=np.int64)
-    else:
-        lengths = chunk_range_layout(length, size, 0, count).length
-    bases = int(lengths.sum() + (-(-lengths // FASTA_WIDTH)).sum())
-    return count * (_HEADER_BYTES + id_bytes) + decimal_digits_total(count) + bases
+def chunked_bytes(id_bytes: np.ndarray, lengths: np.ndarray, size: int) -> np.ndarray:
+    """Bytes of every chunk record of each sequence in chunked.fasta (vectorised over sequences)."""
+    id_bytes, lengths = np.asarray(id_bytes, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    layout = chunk_layout(lengths, size)
+    per_chunk = layout.length + -(-layout.length // FASTA_WIDTH)  # bases and their newlines
+    bases = np.bincount(layout.sequence, weights=per_chunk, minlength=lengths.size).astype(np.int64)
+    counts = -(-lengths // size)
+    return counts * (_HEADER_BYTES + id_bytes) + decimal_digits_total(counts) + bases
 
 
 def _utf8_lengths(ids: list[str]) -> np.ndarray:
-    return np.fromiter((len(i) if i.isascii() else len(i.encode("utf-8")) for i in ids), dtype=np.int64, count=len(ids))
+    if "".join(ids).isascii():
+        return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    return np.fromiter((len(i.encode("utf-8")) for i in ids), dtype=np.int64, count=len(ids))
 
 
 class SequenceTableWriter:
@@ -53,35 +54,31 @@ class SequenceTableWriter:
         self.offset = 0
         self.lengths = LengthStats(chunk_length)
         self.dropped = 0
-        self._pending: list[tuple[Record, bool]] = []
+        self._ids: list[str] = []
+        self._descriptions: list[str] = []
+        self._lengths: list[int] = []
+        self._kept: list[bool] = []
         handle.write(SEQUENCES_HEADER + "\n")
 
-    def add(self, record: Record, kept: bool) -> None:
-        self._pending.append((record, kept))
-        self.dropped += not kept
-        if len(self._pending) >= ROWS_PER_WRITE:
+    def add(self, record: Record, length: int, kept: bool) -> None:
+        self._ids.append(record.id)
+        self._descriptions.append(record.description)
+        self._lengths.append(length)
+        self._kept.append(kept)
+        if len(self._ids) >= ROWS_PER_WRITE:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
+        if not self._ids:
             return
-        records = [record for record, _ in self._pending]
-        kept = np.fromiter((k for _, k in self._pending), dtype=bool, count=len(records))
-        lengths = np.fromiter((len(r.seq) for r in records), dtype=np.int64, count=len(records))
+        ids, sizes, keep = self._ids, self._lengths, self._kept
+        kept, lengths = np.array(keep, dtype=bool), np.array(sizes, dtype=np.int64)
         self.lengths.add(lengths[kept])  # what is scored
-        sizes = self._chunked_sizes(_utf8_lengths([r.id for r in records]), lengths, kept)
-        starts = self.offset + np.cumsum(sizes) - sizes
+        self.dropped += int((~kept).sum())
+        chunked = np.where(kept, chunked_bytes(_utf8_lengths(ids), lengths, self.chunk_length), 0)
         counts = np.where(kept, -(-lengths // self.chunk_length), 0)
-        self.handle.write("".join(
-            format_sequence_row(SequenceInfo(r.id, length, count, start, keep, r.description))
-            for r, length, count, start, keep in zip(records, lengths.tolist(), counts.tolist(), starts.tolist(),
-                                                      kept.tolist())))
-        self.offset += int(sizes.sum())
-        self._pending = []
-
-    def _chunked_sizes(self, id_bytes: np.ndarray, lengths: np.ndarray, kept: np.ndarray) -> np.ndarray:
-        # One chunk (the usual read): the whole sequence under `<id>_chunk_1`.
-        sizes = _HEADER_BYTES + id_bytes + 1 + lengths + -(-lengths // FASTA_WIDTH)
-        for i in np.flatnonzero(lengths > self.chunk_length):
-            sizes[i] = chunked_bytes(int(id_bytes[i]), int(lengths[i]), self.chunk_length)
-        return np.where(kept, sizes, 0)
+        self.handle.write(format_sequence_rows(ids, sizes, counts.tolist(),
+                                               (self.offset + np.cumsum(chunked) - chunked).tolist(), keep,
+                                               self._descriptions))
+        self.offset += int(chunked.sum())
+        self._ids, self._descriptions, self._lengths, self._kept = [], [], [], []
