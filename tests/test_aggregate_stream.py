@@ -178,3 +178,17 @@ def test_long_multichunk_sequences_and_odd_ids(tmp_path):
     assert rows[0] == ["Modified_ID", "Is_Virus"]
     assert rows[1:] == [[chunk, str(pair[1] >= pair[0])] for chunk, pair in sorted(best.items())]
     assert '"odd""q0_chunk_1"' in (rundir / HIGHEST_SCORE).read_text()  # pandas' quoting of a quote
+
+
+def test_the_benchmark_run_generator_makes_a_finished_run(tmp_path):
+    """scripts/synthetic_run.py (what docs/benchmarks.md measures aggregation on) stays a valid finished run."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "synthetic_run.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "syn"), "--frames", "3000",
+                             "--part-frames", "500"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = aggregate(tmp_path / "syn", RunOptions(sort_rows=100))
+    ids, _, _ = read_prediction_results(tmp_path / "syn" / PREDICTIONS)
+    assert report.frames == len(ids) >= 3000 and report.sequences > 0 and report.viral_sequences > 0

@@ -146,12 +146,14 @@ def test_recorded_settings_are_kept_by_a_later_call_and_aggregate(run):
     (["--min-score", "nan"], "--min-score: must be a number from 0 to 1"),
     (["--min-viral-fraction", "-0.1"], "--min-viral-fraction: must be a number from 0 to 1"),
     (["--min-chunks", "0"], "--min-chunks: must be a whole number of at least 1"),
+    (["--min-chunks", "1.5"], "--min-chunks: must be a whole number"),
+    (["--min-viral-fraction", "half"], "--min-viral-fraction: must be a number"),
 ])
 def test_bad_thresholds_are_one_line_errors_that_change_nothing(run, capsys, argv, message):
     before = snapshot(run)
     assert call(run, *argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("virnucpro: error: ") and message in err[-1]
+    assert len(err) == 1 and err[0].startswith("virnucpro: error: ") and message in err[0]
     assert snapshot(run) == before
 
 

@@ -16,7 +16,7 @@ import sys
 
 from virnucpro.commands.options import add_consensus_format_option, run_options
 from virnucpro.config import EnvConfig
-from virnucpro.run.calls import parse_min_score
+from virnucpro.run.calls import parse_min_score, parse_number
 from virnucpro.run.recall import call_run
 
 
@@ -27,9 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--min-score", metavar="S|published",
                         help="a chunk is viral when its best score2 >= S (default: the published rule, best score2 "
                              ">= best score1); also the per-frame Prediction column")
-    parser.add_argument("--min-viral-fraction", type=float, metavar="F",
+    parser.add_argument("--min-viral-fraction", metavar="F",
                         help="a sequence is viral when >= F of its scored chunks are (default 0.5)")
-    parser.add_argument("--min-chunks", type=int, metavar="N",
+    parser.add_argument("--min-chunks", metavar="N",
                         help="sequences with fewer than N scored chunks get no call (few_chunks; default 1)")
     add_consensus_format_option(parser)
     parser.add_argument("--classifier", metavar="FILE|run",
@@ -39,13 +39,10 @@ def register(subparsers) -> None:
 
 
 def changes_from_args(args) -> dict:
-    changes = {}
-    if args.min_score is not None:
-        changes["min_score"] = parse_min_score(args.min_score)
-    for name in ("min_viral_fraction", "min_chunks", "consensus_format"):
-        if getattr(args, name) is not None:
-            changes[name] = getattr(args, name)
-    return changes
+    """The settings given (checked in the run layer: one-line errors naming the option)."""
+    parsers = {"min_score": parse_min_score, "min_viral_fraction": parse_number("--min-viral-fraction", float),
+               "min_chunks": parse_number("--min-chunks", int), "consensus_format": str}
+    return {name: parse(getattr(args, name)) for name, parse in parsers.items() if getattr(args, name) is not None}
 
 
 def handle(args, env: EnvConfig) -> int:

@@ -69,6 +69,17 @@ def parse_min_score(text: str) -> float | None:
         raise InputError("--min-score", f"must be a number from 0 to 1 or '{PUBLISHED_RULE}', got {text!r}") from None
 
 
+def parse_number(option: str, kind: type):
+    """A parser for a numeric option's text that fails with one line naming the option."""
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise InputError(option, f"must be {what}, got {text!r}") from None
+    return parse
+
+
 def settings_path(run: RunDir, manifest: Manifest | None = None):
     name = manifest.call_settings if manifest is not None else CALLS
     return run.root / name
