@@ -81,6 +81,15 @@ def _text(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
+def _shown_settings(settings: dict) -> dict:
+    shown = dict(settings)
+    if shown.get("min_score") is None:
+        shown["min_score"] = "published rule (best score2 >= best score1)"
+    if shown.get("classifier") is None:
+        shown["classifier"] = "the run's own scores"
+    return shown
+
+
 def _data_block(data: ReportData) -> str:
     text = json.dumps(data.as_dict(), sort_keys=True).replace("</", "<\\/")
     return f'<script type="application/json" id="{DATA_ID}">{text}</script>'
@@ -96,7 +105,7 @@ def render_report(data: ReportData, title: str) -> str:
         "<h2>Counts</h2>", _table(list(data.counts.items())),
         "<h2>Warnings</h2>", warnings,
         '<h2>Figures</h2><div class="figures">', "".join(_figures(data)), "</div>",
-        "<h2>Thresholds</h2>", _table(list(data.settings.items())),
+        "<h2>Thresholds</h2>", _table(list(_shown_settings(data.settings).items())),
         "<h2>Provenance</h2>", _table(provenance),
         _data_block(data), "</body></html>\n",
     ])
