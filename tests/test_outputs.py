@@ -5,32 +5,26 @@ import pytest
 import torch
 
 from virnucpro.errors import InputError
-from virnucpro.outputs.consensus import chunk_maxima, highest_score, write_highest_score
+from virnucpro.io.prep_files import SequenceInfo
+from virnucpro.outputs.chunks import ChunkGrouper
+from virnucpro.outputs.consensus import HighestScoreTable, chunk_is_virus
 from virnucpro.outputs.embeddings import EmbeddingsWriter, read_embeddings_h5
-from virnucpro.outputs.results import read_prediction_results, write_prediction_results
+from virnucpro.outputs.results import PredictionWriter, read_prediction_results
+from virnucpro.outputs.sequence_walk import SequenceWalk
 from virnucpro.outputs.summary import HEADER as SUMMARY_HEADER
-from virnucpro.outputs.summary import summarize, write_summary
+from virnucpro.outputs.summary import SummaryWriter, Thresholds
 
 PUBLISHED = Path(__file__).resolve().parent / "data" / "golden" / "published"
 PUBLISHED_RESULTS = sorted(PUBLISHED.glob("*_prediction_results.txt"))
-
-
-def _golden_results(golden_prep: Path) -> list[Path]:
-    return [golden_prep / "prediction_results.txt", *PUBLISHED_RESULTS]
 
 
 def test_there_are_published_golden_files():
     assert len(PUBLISHED_RESULTS) >= 2
 
 
-@pytest.mark.parametrize("which", range(3))
-def test_consensus_matches_the_published_csv_byte_for_byte(tmp_path, golden_prep, which):
-    results = _golden_results(golden_prep)[which]
-    ids, scores, _ = read_prediction_results(results)
-    out = tmp_path / "highest.csv"
-    write_highest_score(out, highest_score(ids, scores[:, 0], scores[:, 1]))
-    golden = results.with_name(results.stem + "_highestscore.csv")
-    assert out.read_bytes() == golden.read_bytes()
+def write_predictions(path: Path, ids, scores) -> None:
+    with open(path, "w", newline="\n") as handle:
+        PredictionWriter(handle).add(ids, np.asarray(scores, dtype=np.float32))
 
 
 @pytest.mark.parametrize("results", PUBLISHED_RESULTS, ids=lambda p: p.name)
@@ -39,7 +33,7 @@ def test_results_writer_reproduces_the_published_files(tmp_path, results):
     # again must give the same bytes, predictions included.
     ids, scores, _ = read_prediction_results(results)
     out = tmp_path / "prediction_results.txt"
-    write_prediction_results(out, ids, scores)
+    write_predictions(out, ids, scores)
     assert out.read_bytes() == results.read_bytes()
 
 
@@ -51,7 +45,7 @@ def test_results_round_trip_and_ties(tmp_path):
     scores[3] = [1e-6, 0.999999]
     ids = [f"seq{i}_chunk_1F{i % 3 + 1}" for i in range(len(scores))]
     out = tmp_path / "prediction_results.txt"
-    write_prediction_results(out, ids, scores)
+    write_predictions(out, ids, scores)
 
     read_ids, read_scores, labels = read_prediction_results(out)
     assert read_ids == ids
@@ -69,11 +63,23 @@ def test_results_reader_rejects_bad_rows(tmp_path):
         read_prediction_results(bad)
 
 
-def test_consensus_rule_ties_and_python_ordering():
+def consensus_rows(tmp_path: Path, ids, score1, score2) -> list[tuple[str, bool]]:
+    grouper, table = ChunkGrouper(), HighestScoreTable(tmp_path / "sort", run_rows=2)
+    for block in (grouper.add(ids, np.stack([score1, score2], axis=1)), grouper.finish()):
+        table.add(block, chunk_is_virus(block.best_others, block.best_virus))
+    out = tmp_path / "highest.csv"
+    with open(out, "w", newline="\n") as handle:
+        table.write(handle)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "Modified_ID\tIs_Virus"
+    return [(line.split("\t")[0], line.split("\t")[1] == "True") for line in lines[1:]]
+
+
+def test_consensus_rule_ties_and_python_ordering(tmp_path):
     ids = ["b_chunk_1F1", "b_chunk_1R2", "B_chunk_1F1", "a|x_chunk_10F2", "a|x_chunk_2F1", "a|x_chunk_2R3"]
-    score1 = [0.9, 0.3, 0.6, 0.5, 0.7, 0.2]
-    score2 = [0.1, 0.7, 0.4, 0.5, 0.3, 0.8]
-    rows = highest_score(ids, score1, score2)
+    score1 = np.array([0.9, 0.3, 0.6, 0.5, 0.7, 0.2], dtype=np.float32)
+    score2 = np.array([0.1, 0.7, 0.4, 0.5, 0.3, 0.8], dtype=np.float32)
+    rows = consensus_rows(tmp_path, ids, score1, score2)
     # Independent oracle: the published rule, spelled out per chunk.
     groups: dict[str, list[int]] = {}
     for index, frame_id in enumerate(ids):
@@ -85,7 +91,6 @@ def test_consensus_rule_ties_and_python_ordering():
     assert rows == expected
     assert [chunk for chunk, _ in rows] == ["B_chunk_1", "a|x_chunk_10", "a|x_chunk_2", "b_chunk_1"]
     assert dict(rows)["a|x_chunk_10"] is True  # a tie counts as virus
-    assert highest_score(ids, np.stack([score1, score2], axis=1)) == rows
 
 
 def _summary_oracle(sequences, frames, chunk_owner):
@@ -107,18 +112,9 @@ def _summary_oracle(sequences, frames, chunk_owner):
 
 
 def test_summary_on_a_hand_built_case(tmp_path):
-    # "odd_chunk_7" is an input id that itself contains `_chunk_`: chunks map to it through the prep data.
+    # "odd_chunk_7" is an input id that itself contains `_chunk_`: its chunks still map to it.
     sequences = [("odd_chunk_7", 3), ("plain", 2), ("empty", 1), ("half", 2)]
-    chunk_owner = {
-        "odd_chunk_7_chunk_1": "odd_chunk_7",
-        "odd_chunk_7_chunk_2": "odd_chunk_7",
-        "odd_chunk_7_chunk_3": "odd_chunk_7",
-        "plain_chunk_1": "plain",
-        "plain_chunk_2": "plain",
-        "empty_chunk_1": "empty",
-        "half_chunk_1": "half",
-        "half_chunk_2": "half",
-    }
+    chunk_owner = {f"{name}_chunk_{n}": name for name, count in sequences for n in range(1, count + 1)}
     frames = [
         ("odd_chunk_7_chunk_1F1", 0.2, 0.8),
         ("odd_chunk_7_chunk_1R2", 0.15, 0.85),
@@ -128,32 +124,30 @@ def test_summary_on_a_hand_built_case(tmp_path):
         ("half_chunk_1F3", 0.25, 0.75),
         ("half_chunk_2F1", 0.75, 0.25),
     ]
-    ids, score1, score2 = (list(column) for column in zip(*frames))
-    maxima = chunk_maxima(ids, score1, score2)
-    summaries = summarize(
-        sequences,
-        chunk_calls=dict(highest_score(ids, score1, score2)),
-        chunk_best_virus={chunk: m.best_virus for chunk, m in maxima.items()},
-        chunk_to_sequence=chunk_owner,
-    )
-    got = [
-        (s.sequence_id, s.chunks, s.scored_chunks, s.viral_chunks, s.viral_fraction, s.best_virus_score, s.call)
-        for s in summaries
-    ]
-    assert got == _summary_oracle(sequences, frames, chunk_owner)
-    assert [s.call for s in summaries] == ["virus", "others", "unscored", "virus"]
+    ids = [f[0] for f in frames]
+    scores = np.array([f[1:] for f in frames], dtype=np.float32)
+    walk = SequenceWalk(iter([SequenceInfo(name, 300 * count, count, 0) for name, count in sequences]))
+    grouper = ChunkGrouper()
+    summaries = []
+    for block in (grouper.add(ids, scores), grouper.finish()):
+        summaries += walk.add(block, chunk_is_virus(block.best_others, block.best_virus))
+    summaries += walk.finish()
+    thresholds = Thresholds()
+    got = [(s.info.id, s.info.chunks, s.scored_chunks, s.viral_chunks, s.viral_fraction,
+            None if s.best_virus_score is None else float(np.float32(s.best_virus_score)), s.call(thresholds))
+           for s in summaries]
+    oracle = [(*row[:5], None if row[5] is None else float(np.float32(row[5])), row[6])
+              for row in _summary_oracle(sequences, frames, chunk_owner)]
+    assert got == oracle
+    assert [s.call(thresholds) for s in summaries] == ["virus", "others", "unscored", "virus"]
 
     out = tmp_path / "summary.tsv"
-    write_summary(out, summaries)
+    with open(out, "w", newline="\n") as handle:
+        SummaryWriter(handle, thresholds).add(summaries, [s.call(thresholds) for s in summaries])
     lines = out.read_text().splitlines()
     assert lines[0] == SUMMARY_HEADER
-    assert lines[1] == "odd_chunk_7\t3\t2\t1\t0.5\t0.85\tvirus"
-    assert lines[3] == "empty\t1\t0\t0\t0\t\tunscored"
-
-
-def test_summary_refuses_chunks_outside_the_prep_data():
-    with pytest.raises(ValueError, match="ghost_chunk_1"):
-        summarize([("a", 1)], {"ghost_chunk_1": True}, {}, {"a_chunk_1": "a"})
+    assert lines[1] == "odd_chunk_7\t3\t2\t1\t0.5\t0.85\tvirus\t0.575\t900\t0\tpublished\t0.5\t1"
+    assert lines[3] == "empty\t1\t0\t0\t0\t\tunscored\t\t300\t0\tpublished\t0.5\t1"
 
 
 def test_embeddings_round_trip(tmp_path):

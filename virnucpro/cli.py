@@ -21,6 +21,8 @@ COMMANDS = {
     "bench": "virnucpro.commands.bench",
     "shard": "virnucpro.commands.shard",
     "aggregate": "virnucpro.commands.aggregate",
+    "call": "virnucpro.commands.call",
+    "report": "virnucpro.commands.report",
     "status": "virnucpro.commands.status",
     "submit": "virnucpro.commands.submit",
     "models": "virnucpro.commands.models",

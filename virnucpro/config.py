@@ -41,6 +41,7 @@ class EnvConfig:
     part_seconds: float = 120.0
     block_frames: int = 4096
     shard_tokens: int = 0  # VIRNUCPRO_SHARD_TOKENS; 0 = not set (predict: RunOptions' default, submit: the profile)
+    sort_rows: int = 1 << 18  # consensus rows sorted in memory before spilling sorted runs to disk
 
     @classmethod
     def from_environ(cls, env=None) -> "EnvConfig":
@@ -63,6 +64,7 @@ class EnvConfig:
             part_seconds=float(env.get("VIRNUCPRO_PART_SECONDS") or cls.part_seconds),
             block_frames=_env_int(env, "VIRNUCPRO_BLOCK_FRAMES", cls.block_frames),
             shard_tokens=_env_int(env, "VIRNUCPRO_SHARD_TOKENS", cls.shard_tokens),
+            sort_rows=max(1, _env_int(env, "VIRNUCPRO_SORT_ROWS", cls.sort_rows)),
         )
 
 
@@ -96,3 +98,4 @@ class PredictConfig:
     gpus: int = 0  # 0 = every visible GPU
     force_restart: bool = False
     dedup: bool = True  # score identical frames once (run.dedup); fixed when the run is planned
+    min_length: int = 0  # drop input sequences shorter than this at prep (0: keep all, as published)

@@ -18,5 +18,5 @@ def register(subparsers) -> None:
 def handle(args, env: EnvConfig) -> int:
     report = aggregate(args.rundir, run_options(args, env))
     print(f"{report.frames} frames, {report.chunks} chunks ({report.viral_chunks} viral), "
-          f"{report.sequences} sequences -> {args.rundir}", file=sys.stderr)
+          f"{report.sequences} sequences ({report.viral_sequences} viral) -> {args.rundir}", file=sys.stderr)
     return 0

@@ -32,7 +32,8 @@ def handle(args, env: EnvConfig) -> int:
     cfg = PredictConfig(input=input_copy, outdir=run_dir, models=models, engine=EngineConfig(device="cpu"))
     predict_and_report(cfg, env, run_options(args, env))
     print(f"\nDemo finished. Outputs in {run_dir}/:", file=sys.stderr)
-    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv"):
+    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv",
+                 "viral_sequences.fasta", "report.html"):
         print(f"  {run_dir / name}", file=sys.stderr)
     print("NOTE: the demo uses tiny RANDOM-weight models, so its virus/others calls are meaningless.\n"
           "Real runs need the real weights: see README.md (`virnucpro models fetch`).", file=sys.stderr)

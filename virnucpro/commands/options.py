@@ -43,6 +43,26 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                             "protein, are scored once and their scores copied to every occurrence)")
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def add_prep_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min-length", type=non_negative_int, default=0, metavar="BP",
+                        help="drop input sequences shorter than BP at prep (counted as too_short in "
+                             "sequence_summary.tsv; default 0 keeps all, as published)")
+
+
+def add_consensus_format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--consensus-format", choices=("published", "broad"), default=None,
+                        help="prediction_results_highestscore.csv as published (Modified_ID, Is_Virus; sorted) or "
+                             "as the Broad Institute port (+ max_score_0, max_score_1; frame order) "
+                             "(default: as recorded in the run directory, else published)")
+
+
 def model_paths_from_args(args) -> ModelPaths:
     return ModelPaths(esm=args.esm_model, dnabert=args.dnabert_model, classifier=args.classifier)
 
@@ -54,12 +74,13 @@ def engine_config_from_args(args) -> EngineConfig:
 
 
 def predict_config_from_args(args, gpus: int | None = None) -> PredictConfig:
-    """From `add_model_options` plus input, -o, --save-embeddings, --force-restart (and --gpus unless given)."""
+    """From `add_model_options`, `add_prep_options` plus input, -o, --save-embeddings, --force-restart (and --gpus
+    unless given)."""
     return PredictConfig(
         input=Path(args.input), outdir=Path(args.output), chunk_length=args.chunk_length,
         models=model_paths_from_args(args), engine=engine_config_from_args(args),
         save_embeddings=args.save_embeddings, gpus=args.gpus if gpus is None else gpus,
-        force_restart=args.force_restart, dedup=args.dedup,
+        force_restart=args.force_restart, dedup=args.dedup, min_length=args.min_length,
     )
 
 

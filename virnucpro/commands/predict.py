@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from virnucpro.commands.options import add_model_options, predict_config_from_args, run_options
+from virnucpro.commands.options import (add_consensus_format_option, add_model_options, add_prep_options,
+                                         predict_config_from_args, run_options)
 from virnucpro.config import EnvConfig, PredictConfig
 from virnucpro.run.options import RunOptions
 from virnucpro.run.pipeline import predict_run
@@ -18,6 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("input", help="FASTA or FASTQ, plain or gzip")
     parser.add_argument("-o", "--output", required=True, help="run directory (created; resumed if it exists)")
     add_model_options(parser)
+    add_prep_options(parser)
+    add_consensus_format_option(parser)
     parser.add_argument("--gpus", type=int, default=0, help="GPUs to use (default 0 = every visible GPU)")
     parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
     parser.add_argument("--force-restart", action="store_true",
@@ -26,11 +29,13 @@ def register(subparsers) -> None:
 
 
 def handle(args, env: EnvConfig) -> int:
-    return predict_and_report(predict_config_from_args(args), env, run_options(args, env))
+    return predict_and_report(predict_config_from_args(args), env, run_options(args, env), args.consensus_format)
 
 
-def predict_and_report(cfg: PredictConfig, env: EnvConfig, options: RunOptions) -> int:
-    report = predict_run(cfg, env, options=options)
+def predict_and_report(cfg: PredictConfig, env: EnvConfig, options: RunOptions,
+                       consensus_format: str | None = None) -> int:
+    report = predict_run(cfg, env, options=options, consensus_format=consensus_format)
     log.info("done: %s", report)
-    print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv)")
+    print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, "
+          "sequence_summary.tsv, viral_sequences.fasta, report.html)")
     return 0

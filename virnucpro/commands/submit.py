@@ -12,11 +12,14 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from virnucpro.commands.options import add_model_options, predict_config_from_args, run_options
+from virnucpro.commands.options import (add_consensus_format_option, add_model_options, add_prep_options,
+                                         predict_config_from_args, run_options)
 from virnucpro.config import EnvConfig, PredictConfig
 from virnucpro.errors import InputError
+from virnucpro.run.calls import save_settings
 from virnucpro.run.models import resolve_models
 from virnucpro.run.plan import plan_run
+from virnucpro.run.recall import settings_with
 from virnucpro.run.rundir import RunDir
 from virnucpro.slurm.jobs import JobsFile, PlanRequest, SlurmError, jobs_path
 from virnucpro.slurm.pending import refuse_active_jobs, submit_pending
@@ -54,6 +57,8 @@ def register(subparsers) -> None:
     slurm.add_argument("--sbatch-flag", dest="sbatch_flags", action="append", default=None, metavar="FLAG",
                        help="extra sbatch option for every job, e.g. --sbatch-flag=--mail-type=END (repeatable)")
     add_model_options(parser)
+    add_prep_options(parser)
+    add_consensus_format_option(parser)
     parser.add_argument("--save-embeddings", action="store_true", help="also write embeddings.h5")
     parser.add_argument("--force-restart", action="store_true",
                         help="discard the run directory's shards instead of refusing a mismatched resume")
@@ -71,6 +76,7 @@ def handle(args, env: EnvConfig) -> int:
     if args.resume:
         rundir = Path(args.resume)
         jobs = JobsFile.load(rundir)
+        record_consensus_format(args, rundir)
         submission = submit_pending(rundir, jobs.engine, profile_from_args(args, base=jobs.profile), resume=True,
                                     on_event=on_event)
     else:
@@ -83,15 +89,23 @@ def handle(args, env: EnvConfig) -> int:
         if prep_in_a_job(cfg, profile):
             check_submittable(cfg, env)
             RunDir(cfg.outdir).create()
+            record_consensus_format(args, cfg.outdir)
             submission = submit_prep_job(cfg.outdir, PlanRequest(cfg, size), cfg.engine, profile, on_event=None)
         else:
             figures = plan_here(args, env, cfg, profile, size)
+            record_consensus_format(args, cfg.outdir)
             submission = submit_pending(cfg.outdir, cfg.engine, profile, sizing={"shard_size": figures},
                                         on_event=on_event)
         rundir = cfg.outdir
     if submission is not None:
         print(describe_submission(rundir, submission))
     return 0
+
+
+def record_consensus_format(args, rundir: Path) -> None:
+    """The aggregation job reads the consensus format from the run directory: recorded before anything runs."""
+    if args.consensus_format:
+        save_settings(RunDir(rundir), settings_with(rundir, consensus_format=args.consensus_format))
 
 
 def prep_in_a_job(cfg: PredictConfig, profile: SlurmProfile) -> bool:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from virnucpro.errors import InputError
+from virnucpro.errors import InputError, RunStateError
+from virnucpro.io.atomic import atomic_write
 from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, is_complete
 
 CHUNKED = "chunked.fasta"
@@ -182,3 +184,74 @@ class FrameSource:
         """Ids of prepared frames [start, stop) (of the prepared files, also for a selection), headers only."""
         lines = self._read_lines(IDENTIFIED_PROTEIN, self.aa_offsets, start, stop)
         return [line[1:].decode() for line in lines[0::2]]
+
+# ------------------------------------------------------------------ the per-sequence table (prep/sequences.tsv)
+# One row per input record, in input order, written by prep beside the three published files: what aggregation
+# and viral_sequences.fasta need without reading the input again. `chunked_offset` is the byte offset of the
+# record's first chunk in chunked.fasta; `kept` is 0 for a record dropped by --min-length (it has no chunks);
+# `description` is the whole header line (tabs, CR, LF and backslashes escaped).
+
+SEQUENCES = "sequences.tsv"
+SEQUENCES_HEADER = "id\tlength\tchunks\tchunked_offset\tkept\tdescription"
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
+_UNESCAPES = {value[1]: key for key, value in _ESCAPES.items()}
+
+
+@dataclass(slots=True)
+class SequenceInfo:
+    id: str
+    length: int
+    chunks: int
+    chunked_offset: int
+    kept: bool = True
+    description: str = ""
+
+    @property
+    def header(self) -> str:
+        """The original header line without its '>' (or '@')."""
+        return self.description or self.id
+
+
+def format_sequence_rows(ids: list[str], lengths: list[int], chunks: list[int], offsets: list[int],
+                         kept: list[bool], descriptions: list[str]) -> str:
+    """Rows of sequences.tsv."""
+    if any(char in "".join(descriptions) for char in _ESCAPES):
+        descriptions = ["".join(_ESCAPES.get(char, char) for char in text) for text in descriptions]
+    return "".join(map("{}\t{}\t{}\t{}\t{:d}\t{}\n".format, ids, lengths, chunks, offsets, kept, descriptions))
+
+
+def format_sequence_row(info: SequenceInfo) -> str:
+    return format_sequence_rows([info.id], [info.length], [info.chunks], [info.chunked_offset], [info.kept],
+                                [info.description])
+
+
+def _unescape(text: str) -> str:
+    out, chars = [], iter(text)
+    for char in chars:
+        out.append(_UNESCAPES.get(next(chars, ""), "\\") if char == "\\" else char)
+    return "".join(out)
+
+
+def read_sequences(prep_dir: str | Path) -> Iterator[SequenceInfo]:
+    """The rows of prep/sequences.tsv in input order, streamed."""
+    path = Path(prep_dir) / SEQUENCES
+    try:
+        handle = open(path, encoding="utf-8", newline="\n")
+    except FileNotFoundError:
+        raise RunStateError(f"{path}: missing (prepared by an older virnucpro); rerun with --force-restart") from None
+    with handle:
+        if handle.readline().rstrip("\n") != SEQUENCES_HEADER:
+            raise InputError(path, f"header is not {SEQUENCES_HEADER!r}", line=1)
+        for number, line in enumerate(handle, start=2):
+            yield _sequence_row(path, number, line)
+
+
+def _sequence_row(path: Path, number: int, line: str) -> SequenceInfo:
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) != 6:
+        raise InputError(path, f"expected 6 tab-separated fields, got {len(fields)}", line=number)
+    try:
+        description = _unescape(fields[5]) if "\\" in fields[5] else fields[5]
+        return SequenceInfo(fields[0], int(fields[1]), int(fields[2]), int(fields[3]), fields[4] == "1", description)
+    except ValueError:
+        raise InputError(path, "malformed row", record=fields[0], line=number) from None

@@ -1,67 +1,59 @@
 """The published per-chunk consensus (prediction_results_highestscore.csv).
 
-Frames are grouped by chunk id (the frame id without its two-character frame suffix F1..R3); a chunk is viral
-when its best virus score is at least its best non-virus score. Rows come out sorted by chunk id in Python
-string order, as pandas' groupby produced them.
+A chunk (the frame id without its two-character frame suffix F1..R3) is viral when its best virus score is at
+least its best non-virus score (or, with a `min_score`, when its best virus score is at least that). Rows come
+out sorted by chunk id in Python string order, as pandas' groupby produced them: chunks arrive in frame order, so
+`HighestScoreTable` sorts them in bounded memory (outputs.external_sort) before writing.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import itertools
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import IO, Iterator
 
 import numpy as np
 
-from virnucpro.io.atomic import atomic_write
+from virnucpro.outputs.chunks import ChunkBlock
+from virnucpro.outputs.external_sort import RUN_ROWS, ExternalSorter
 
 HEADER = ("Modified_ID", "Is_Virus")
-FRAME_SUFFIX_LENGTH = 2
 
 
-@dataclass
-class ChunkMaxima:
-    best_others: float  # max score1 over the chunk's frames
-    best_virus: float  # max score2 over the chunk's frames
-
-    @property
-    def is_virus(self) -> bool:
-        return self.best_virus >= self.best_others
+def chunk_is_virus(best_others: np.ndarray, best_virus: np.ndarray, min_score: float | None = None) -> np.ndarray:
+    """The chunk call: best score2 >= best score1 (published; a tie is viral), or best score2 >= min_score."""
+    if min_score is None:
+        return best_virus >= best_others
+    return best_virus >= np.float32(min_score)
 
 
-def chunk_id_of_frame(frame_id: str) -> str:
-    return frame_id[:-FRAME_SUFFIX_LENGTH]
+def table_writer(handle: IO[str]):
+    """Tab-separated with pandas' to_csv quoting (csv.QUOTE_MINIMAL) and "\\n" line ends."""
+    return csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
 
 
-def chunk_maxima(ids: Sequence[str], score1, score2) -> dict[str, ChunkMaxima]:
-    """Per chunk id, the best score of each class over its frames (in order of first appearance)."""
-    maxima: dict[str, ChunkMaxima] = {}
-    for frame_id, others, virus in zip(ids, np.asarray(score1).tolist(), np.asarray(score2).tolist()):
-        chunk = chunk_id_of_frame(frame_id)
-        best = maxima.get(chunk)
-        if best is None:
-            maxima[chunk] = ChunkMaxima(others, virus)
-        else:
-            best.best_others = max(best.best_others, others)
-            best.best_virus = max(best.best_virus, virus)
-    return maxima
+class HighestScoreTable:
+    """Collects scored chunks in frame order; `write` emits them sorted by chunk id."""
+
+    def __init__(self, workdir: Path, run_rows: int = RUN_ROWS):
+        self.sorter = ExternalSorter(workdir, run_rows)
+
+    def add(self, chunks: ChunkBlock, is_virus: np.ndarray) -> None:
+        self.sorter.add(chunks.ids, np.where(is_virus, "True", "False").tolist())
+
+    def write(self, handle: IO[str]) -> None:
+        table_writer(handle).writerow(HEADER)
+        for rows in _batches(self.sorter.sorted_pairs()):
+            if any('"' in chunk for chunk, _ in rows):
+                table_writer(handle).writerows(rows)  # pandas' quoting; chunk ids never hold a tab or newline
+            else:
+                handle.write("".join(f"{chunk}\t{flag}\n" for chunk, flag in rows))
+
+    def discard(self) -> None:
+        self.sorter.remove_runs()
 
 
-def highest_score(ids: Sequence[str], score1, score2=None) -> list[tuple[str, bool]]:
-    """[(chunk id, is virus)] sorted by chunk id. Pass the two score columns, or one [n, 2] array as `score1`."""
-    if score2 is None:
-        scores = np.asarray(score1)
-        score1, score2 = scores[:, 0], scores[:, 1]
-    if not len(ids) == len(score1) == len(score2):
-        raise ValueError(f"{len(ids)} ids but {len(score1)} score1 and {len(score2)} score2 values")
-    maxima = chunk_maxima(ids, score1, score2)
-    return [(chunk, maxima[chunk].is_virus) for chunk in sorted(maxima)]
-
-
-def write_highest_score(path: str | Path, rows: Iterable[tuple[str, bool]]) -> None:
-    """Tab-separated, header `Modified_ID\\tIs_Virus`, values True/False; quoting as pandas' to_csv does."""
-    with atomic_write(path, encoding="utf-8") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(HEADER)
-        writer.writerows((chunk, "True" if is_virus else "False") for chunk, is_virus in rows)
+def _batches(pairs: Iterator, size: int = 65536) -> Iterator[list]:
+    while rows := list(itertools.islice(pairs, size)):
+        yield rows

@@ -7,12 +7,11 @@ The published tool wrote elements of a float32 numpy array, so each score is `st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Iterator, Sequence
 
 import numpy as np
 
 from virnucpro.errors import InputError
-from virnucpro.io.atomic import atomic_write
 
 HEADER = "Sequence_ID\tPrediction\tscore1\tscore2"
 LABELS = ("others", "virus")  # softmax column 0, column 1
@@ -24,19 +23,28 @@ def format_score(value) -> str:
     return str(np.float32(value))
 
 
-def predictions(scores: np.ndarray) -> np.ndarray:
-    """'virus' where score2 > score1; ties go to 'others' because torch.max returns the first maximum."""
-    return np.where(scores[:, 1] > scores[:, 0], LABELS[1], LABELS[0])
+def predictions(scores: np.ndarray, min_score: float | None = None) -> np.ndarray:
+    """'virus' where score2 > score1; ties go to 'others' because torch.max returns the first maximum.
+    With `min_score`: 'virus' where score2 >= min_score."""
+    virus = scores[:, 1] > scores[:, 0] if min_score is None else scores[:, 1] >= np.float32(min_score)
+    return np.where(virus, LABELS[1], LABELS[0])
 
 
-def write_prediction_results(path: str | Path, ids: Sequence[str], scores: np.ndarray) -> None:
-    """Write the header and one row per frame id, atomically. `scores` is [n, 2] (score1 = others, score2 = virus)."""
-    scores = _as_float32_pairs(scores, len(ids))
-    with atomic_write(path) as handle:
+class PredictionWriter:
+    """prediction_results.txt block by block: the header, then `add(ids, scores)` for each block in frame order."""
+
+    def __init__(self, handle: IO[str], min_score: float | None = None):
+        self.handle = handle
+        self.min_score = min_score
+        self.rows = 0
         handle.write(HEADER + "\n")
+
+    def add(self, ids: Sequence[str], scores: np.ndarray) -> None:
+        scores = _as_float32_pairs(scores, len(ids))
         for start in range(0, len(ids), ROWS_PER_WRITE):
             stop = start + ROWS_PER_WRITE
-            handle.write(_format_rows(ids[start:stop], scores[start:stop]))
+            self.handle.write(format_rows(ids[start:stop], scores[start:stop], self.min_score))
+        self.rows += len(ids)
 
 
 def _as_float32_pairs(scores, n: int) -> np.ndarray:
@@ -46,15 +54,12 @@ def _as_float32_pairs(scores, n: int) -> np.ndarray:
     return scores
 
 
-def _format_rows(ids: Sequence[str], scores: np.ndarray) -> str:
-    # Iterating a float32 array yields numpy float32 scalars whose str() (not format(), which goes through
-    # float64) is the published text.
-    labels = predictions(scores)
-    lines = [
-        f"{seq_id}\t{label}\t{score1!s}\t{score2!s}\n"
-        for seq_id, label, score1, score2 in zip(ids, labels, scores[:, 0], scores[:, 1])
-    ]
-    return "".join(lines)
+def format_rows(ids: Sequence[str], scores: np.ndarray, min_score: float | None = None) -> str:
+    """The rows of these frames (float32 scores [n, 2]), without the header."""
+    # A float32 array's astype(str) is each value's str(numpy.float32(x)) (the published text), done in C.
+    labels = predictions(scores, min_score).tolist()
+    score1, score2 = scores[:, 0].astype(str).tolist(), scores[:, 1].astype(str).tolist()
+    return "".join(map("{}\t{}\t{}\t{}\n".format, ids, labels, score1, score2))
 
 
 def read_prediction_results(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
@@ -84,3 +89,27 @@ def _parse_row(path: Path, line: str, line_number: int) -> tuple[str, str, tuple
     except ValueError:
         raise InputError(path, "score is not a number", record=fields[0], line=line_number) from None
     return fields[0], fields[1], pair
+
+
+def iter_virus_scores(path: str | Path, rows: int = ROWS_PER_WRITE) -> Iterator[np.ndarray]:
+    """The score2 column of a prediction_results.txt as float32 blocks (each value exactly as written), streamed."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\n")
+        if header != HEADER:
+            raise InputError(path, f"header is {header!r}, expected {HEADER!r}", line=1)
+        block: list[str] = []
+        for line in handle:
+            block.append(line[line.rindex("\t") + 1:])
+            if len(block) == rows:
+                yield _float32_column(path, block)
+                block = []
+        if block:
+            yield _float32_column(path, block)
+
+
+def _float32_column(path: Path, texts: list[str]) -> np.ndarray:
+    try:
+        return np.array(texts, dtype=np.float64).astype(np.float32)
+    except ValueError:
+        raise InputError(path, "score2 is not a number") from None

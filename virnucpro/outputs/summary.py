@@ -1,107 +1,97 @@
-"""Per-input-sequence summary (new; the published tool stopped at per-chunk calls).
+"""sequence_summary.tsv: one row per input sequence, in input order (new; the published tool stopped at chunks).
 
-One row per input sequence, in input order: how many chunks it was cut into, how many had at least one kept
-frame (scored), how many the consensus called viral, and a call for the whole sequence.
-Chunks are mapped to their input sequence through the prep data, never by parsing ids: an input id may itself
-contain `_chunk_`.
+Columns: the chunks a sequence was cut into, how many were scored (had a frame without stop and finite scores),
+how many the chunk rule called viral, their fraction, the best and mean chunk score2 over the scored chunks,
+the sequence's call, its length, frames whose scores were not finite, and the thresholds used.
+
+Calls: `too_short` (dropped at prep by --min-length), `unscored` (no scored chunk), `few_chunks` (fewer scored
+chunks than --min-chunks), else `virus` when viral_fraction >= --min-viral-fraction, else `others`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Mapping
+from typing import IO
 
-from virnucpro.io.atomic import atomic_write
+from virnucpro.io.prep_files import SequenceInfo
 from virnucpro.outputs.results import format_score
 
-HEADER = "Sequence_ID\tchunks\tscored_chunks\tviral_chunks\tviral_fraction\tbest_virus_score\tcall"
-VIRAL_FRACTION_THRESHOLD = 0.5
+COLUMNS = ("Sequence_ID", "chunks", "scored_chunks", "viral_chunks", "viral_fraction", "best_virus_score", "call",
+           "mean_virus_score", "length", "nonfinite_frames", "min_score", "min_viral_fraction", "min_chunks")
+HEADER = "\t".join(COLUMNS)
+CALLS = ("virus", "others", "unscored", "few_chunks", "too_short")
+PUBLISHED_RULE = "published"  # min_score column when the published chunk rule (score2 >= score1) was used
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_score: float | None = None  # chunk viral when best score2 >= this; None: best score2 >= best score1
+    min_viral_fraction: float = 0.5  # sequence viral when this fraction of its scored chunks is viral
+    min_chunks: int = 1  # fewer scored chunks than this: no call (`few_chunks`)
+
+    def columns(self) -> str:
+        min_score = PUBLISHED_RULE if self.min_score is None else repr(float(self.min_score))
+        return f"{min_score}\t{self.min_viral_fraction!r}\t{self.min_chunks}"
 
 
 @dataclass
 class SequenceSummary:
-    sequence_id: str
-    chunks: int
+    info: SequenceInfo
     scored_chunks: int = 0
     viral_chunks: int = 0
-    best_virus_score: float | None = None  # max score2 over all the sequence's frames
+    best_virus_score: float | None = None
+    virus_score_sum: float = 0.0  # of the scored chunks' best score2
+    nonfinite_frames: int = 0
 
     @property
     def viral_fraction(self) -> float:
         return self.viral_chunks / self.scored_chunks if self.scored_chunks else 0.0
 
     @property
-    def call(self) -> str:
+    def mean_virus_score(self) -> float | None:
+        return self.virus_score_sum / self.scored_chunks if self.scored_chunks else None
+
+    def call(self, thresholds: Thresholds) -> str:
+        if not self.info.kept:
+            return "too_short"
         if self.scored_chunks == 0:
             return "unscored"
-        return "virus" if self.viral_fraction >= VIRAL_FRACTION_THRESHOLD else "others"
+        if self.scored_chunks < thresholds.min_chunks:
+            return "few_chunks"
+        return "virus" if self.viral_fraction >= thresholds.min_viral_fraction else "others"
 
-    def add_scored_chunk(self, is_virus: bool, best_virus: float | None) -> None:
-        self.scored_chunks += 1
-        self.viral_chunks += int(is_virus)
-        if best_virus is not None and (self.best_virus_score is None or best_virus > self.best_virus_score):
-            self.best_virus_score = best_virus
-
-
-def summarize(
-    sequence_chunks: Iterable[tuple[str, int]],
-    chunk_calls: Mapping[str, bool],
-    chunk_best_virus: Mapping[str, float],
-    chunk_to_sequence: Mapping[str, str],
-) -> list[SequenceSummary]:
-    """One summary per input sequence, in input order.
-
-    sequence_chunks: (input id, number of chunks cut from it), from the prep data; a repeated id is merged.
-    chunk_calls: chunk id -> consensus call, for every scored chunk (`consensus.highest_score`).
-    chunk_best_virus: chunk id -> max score2 over its frames (`consensus.chunk_maxima(...)[c].best_virus`).
-    chunk_to_sequence: chunk id -> input id, from the prep data.
-    """
-    summaries: dict[str, SequenceSummary] = {}
-    for sequence_id, chunks in sequence_chunks:
-        if sequence_id in summaries:
-            summaries[sequence_id].chunks += chunks
-        else:
-            summaries[sequence_id] = SequenceSummary(sequence_id, chunks)
-    for chunk_id, is_virus in chunk_calls.items():
-        summary = summaries.get(_sequence_of(chunk_id, chunk_to_sequence))
-        if summary is None:
-            raise ValueError(f"chunk '{chunk_id}' belongs to '{chunk_to_sequence[chunk_id]}', not an input sequence")
-        summary.add_scored_chunk(is_virus, chunk_best_virus.get(chunk_id))
-    _check_counts(summaries.values())
-    return list(summaries.values())
+    def add(self, scored: int, viral: int, score_sum: float, best: float | None, nonfinite: int) -> None:
+        """Totals over some of this sequence's chunks (`best` None when none of them was scored)."""
+        self.scored_chunks += scored
+        self.viral_chunks += viral
+        self.virus_score_sum += score_sum
+        self.nonfinite_frames += nonfinite
+        if best is not None and (self.best_virus_score is None or best > self.best_virus_score):
+            self.best_virus_score = best
 
 
-def _sequence_of(chunk_id: str, chunk_to_sequence: Mapping[str, str]) -> str:
-    try:
-        return chunk_to_sequence[chunk_id]
-    except KeyError:
-        raise ValueError(f"scored chunk '{chunk_id}' is not in the prep data") from None
+def _optional_score(value: float | None) -> str:
+    return "" if value is None else format_score(value)
 
 
-def _check_counts(summaries: Iterable[SequenceSummary]) -> None:
-    for summary in summaries:
-        if summary.scored_chunks > summary.chunks:
-            raise ValueError(
-                f"sequence '{summary.sequence_id}' has {summary.scored_chunks} scored chunks but only {summary.chunks}"
-            )
+def _optional_six_digits(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
 
 
-def format_row(summary: SequenceSummary) -> str:
-    best = "" if summary.best_virus_score is None else format_score(summary.best_virus_score)
-    fields = (
-        summary.sequence_id,
-        str(summary.chunks),
-        str(summary.scored_chunks),
-        str(summary.viral_chunks),
-        f"{summary.viral_fraction:.6g}",
-        best,
-        summary.call,
-    )
-    return "\t".join(fields) + "\n"
+def format_row(summary: SequenceSummary, call: str, threshold_columns: str) -> str:
+    info = summary.info
+    return (f"{info.id}\t{info.chunks}\t{summary.scored_chunks}\t{summary.viral_chunks}\t"
+            f"{summary.viral_fraction:.6g}\t{_optional_score(summary.best_virus_score)}\t{call}\t"
+            f"{_optional_six_digits(summary.mean_virus_score)}\t{info.length}\t{summary.nonfinite_frames}\t"
+            f"{threshold_columns}\n")
 
 
-def write_summary(path: str | Path, rows: Iterable[SequenceSummary]) -> None:
-    with atomic_write(path) as handle:
+class SummaryWriter:
+    def __init__(self, handle: IO[str], thresholds: Thresholds):
+        self.handle = handle
+        self.columns = thresholds.columns()
         handle.write(HEADER + "\n")
-        handle.writelines(format_row(row) for row in rows)
+
+    def add(self, summaries: list[SequenceSummary], calls: list[str]) -> None:
+        """Rows of these sequences, with their calls (`SequenceSummary.call`)."""
+        self.handle.write("".join(format_row(summary, call, self.columns) for summary, call in zip(summaries, calls)))

@@ -18,12 +18,14 @@ EnvConfig with RunOptions.from_env):
     run_shard(rundir, index, scorer, *, options=None, device="cpu", progress=None) -> ShardResult
         One shard: verify existing parts, redo torn ones, score the gaps, write parts from a writer thread
         (temp name, fsync, rename: part-<start>-<stop>.h5), write `.done` last.
-    aggregate(rundir, options=None) -> AggregateReport
-        Refuses while a shard is not done; checks every prepared frame is present once in prep order; writes
-        prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv (+ embeddings.h5)
-        atomically, then complete.json.
-    predict_run(cfg, env, *, scorer_factory=None, options=None, prepare=None) -> AggregateReport
+    aggregate(rundir, options=None, *, settings=None, embeddings=True) -> AggregateReport
+        Refuses while a shard is not done; streams every prepared frame once in prep order (bounded memory) into
+        prediction_results.txt, prediction_results_highestscore.csv, sequence_summary.tsv,
+        viral_sequences.fasta, nonfinite_frames.tsv, report.html (+ embeddings.h5), renamed together, then
+        calls.json (the CallSettings used; default: those recorded) and complete.json.
+    predict_run(cfg, env, *, scorer_factory=None, options=None, prepare=None, consensus_format=None) -> AggregateReport
         plan_run + run_shards + aggregate: the whole of `virnucpro predict` after argument parsing.
+    recall.call_run(rundir, changes, classifier=None, options=None): `virnucpro call` (aggregate with new settings).
     shard_status(rundir) -> list[ShardStatus];  pending_shards(rundir) -> list[int];  is_complete(rundir)
     RunOptions(part_frames, part_seconds, block_frames, shard_tokens, shard_rounding, on_event): checkpoint cadence
         and shard size (shard_rounding "up": shards of at most shard_tokens; "down": of at least, as `submit` plans)

@@ -1,29 +1,36 @@
-"""Merge every shard's parts into the final outputs, after checking every prepared frame is there exactly once.
+"""Merge every shard's parts into the final outputs in one streaming pass, in bounded memory.
 
 Refuses (RunStateError, nothing written) while a shard is incomplete. A part found corrupt here is deleted and
-its shard's `.done` removed, so the next `predict`/`shard` run redoes just that part.
+its shard's `.done` removed, so the next `predict`/`shard` run redoes just that part. Every output is written
+under a temporary name and all are renamed together at the end (run.commit), then calls.json (the settings
+used) and complete.json. `virnucpro call` is this with other settings and without embeddings.h5.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
-import numpy as np
+import shutil
+from dataclasses import asdict, dataclass, field
 
 from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
 from virnucpro.io.prep_files import FrameSource
+from virnucpro.run.calls import CallSettings, load_settings, save_settings
+from virnucpro.run.commit import OutputBatch, remove_stale_temporaries
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import is_done
-from virnucpro.run.rundir import EMBEDDINGS, HIGHEST_SCORE, PREDICTIONS, SUMMARY, RunDir, disk_errors
+from virnucpro.run.prefetch import prefetched
+from virnucpro.run.report import report_warnings, write_report
+from virnucpro.run.rundir import EMBEDDINGS, OUTPUT_NAMES, REPORT, RunDir, disk_errors
 from virnucpro.run.scored import iter_scored
+from virnucpro.run.stream import ResultsStream
 from virnucpro.run.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+SORT_DIR = ".aggregate-sort"  # sorted runs of the consensus while it is merged (removed at the end)
 
 
 @dataclass
@@ -33,13 +40,17 @@ class AggregateReport:
     viral_chunks: int
     sequences: int
     outputs: list[str]
+    nonfinite_frames: int = 0
+    viral_sequences: int = 0
+    dropped_sequences: int = 0
+    calls: dict = field(default_factory=dict)
 
 
 def incomplete_shards(run: RunDir, manifest: Manifest) -> list[int]:
     return [index for index in range(len(manifest.shards)) if not is_done(run.shard_dir(index))]
 
 
-def _refuse_incomplete(run: RunDir, manifest: Manifest) -> None:
+def refuse_incomplete(run: RunDir, manifest: Manifest) -> None:
     missing = incomplete_shards(run, manifest)
     if missing:
         shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -52,19 +63,6 @@ def _check_plan(manifest: Manifest, source: FrameSource) -> None:
     contiguous = all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     if len(source) != manifest.frames or not contiguous or (bounds and (bounds[0][0], bounds[-1][1]) != (0, manifest.scored_frames)):
         raise RunStateError(f"manifest shard plan does not cover the {len(source)} prepared frames exactly once")
-
-
-def sequence_chunks(input_path: Path, chunk_length: int) -> tuple[list[tuple[str, int]], dict[str, str]]:
-    """(input id, chunk count) in input order and chunk id -> input id, from the input (never parsing ids)."""
-    from virnucpro.io.sequences import read_records
-    from virnucpro.prep.chunking import chunk_id, chunk_starts
-
-    counts, owner = [], {}
-    for record in read_records(input_path):
-        count = len(chunk_starts(len(record.seq), chunk_length))
-        counts.append((record.id, count))
-        owner.update({chunk_id(record.id, number): record.id for number in range(1, count + 1)})
-    return counts, owner
 
 
 def _write_embeddings(run: RunDir, manifest: Manifest, source: FrameSource) -> None:
@@ -84,43 +82,79 @@ def _write_embeddings(run: RunDir, manifest: Manifest, source: FrameSource) -> N
         writer.close()
 
 
-def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, options: RunOptions) -> AggregateReport:
-    from virnucpro.outputs.consensus import chunk_maxima, highest_score, write_highest_score
-    from virnucpro.outputs.results import write_prediction_results
-    from virnucpro.outputs.summary import summarize, write_summary
+def _scored_parts(run: RunDir, manifest: Manifest, source: FrameSource, settings: CallSettings):
+    """The stored scores, or the stored embeddings scored again by the settings' classifier (read and verified
+    in a second process)."""
+    embeddings = settings.classifier is not None
+    parts = prefetched(lambda: iter_scored(run, manifest, with_embeddings=embeddings))
+    if not embeddings:
+        return parts
+    from virnucpro.run.rescore import check_rescorable, load_rescoring_classifier, rescored
 
-    parts = list(iter_scored(run, manifest, with_embeddings=False))
-    ids = [frame_id for part in parts for frame_id in part.ids]
-    scores = np.concatenate([part.scores for part in parts]) if parts else np.zeros((0, 2), np.float32)
-    options.on_event("aggregate")
-    write_prediction_results(run.output(PREDICTIONS), ids, scores)
-    rows = highest_score(ids, scores)
-    options.on_event("aggregate")
-    write_highest_score(run.output(HIGHEST_SCORE), rows)
-    counts, owner = sequence_chunks(Path(manifest.identity.input["path"]), manifest.identity.chunk_length)
-    maxima = chunk_maxima(ids, scores[:, 0], scores[:, 1])
-    summaries = summarize(counts, dict(rows), {c: m.best_virus for c, m in maxima.items()}, owner)
-    options.on_event("aggregate")
-    write_summary(run.output(SUMMARY), summaries)
-    outputs = [PREDICTIONS, HIGHEST_SCORE, SUMMARY]
-    if manifest.identity.save_embeddings:
+    check_rescorable(manifest, run.root)
+    path = settings.classifier["path"]
+    return rescored(parts, load_rescoring_classifier(path), path)
+
+
+def _stream(run: RunDir, manifest: Manifest, source: FrameSource, settings: CallSettings, outputs: OutputBatch,
+            options: RunOptions) -> ResultsStream:
+    parts = _scored_parts(run, manifest, source, settings)
+    stream = ResultsStream(outputs, run.prep, manifest.identity.chunk_length, settings, run.root / SORT_DIR,
+                           options.sort_rows)
+    try:
+        for part in parts:
+            stream.add(part)
+            options.on_event("aggregate-part")
+        stream.finish()
+        options.on_event("aggregate-merge")
+        stream.write_consensus()
+    except BaseException:
+        stream.discard()
+        raise
+    return stream
+
+
+def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, settings: CallSettings,
+                   options: RunOptions, embeddings: bool) -> AggregateReport:
+    remove_stale_temporaries(run.root, OUTPUT_NAMES)
+    shutil.rmtree(run.root / SORT_DIR, ignore_errors=True)
+    with OutputBatch(run.root) as outputs:
         options.on_event("aggregate")
-        _write_embeddings(run, manifest, source)
-        outputs.append(EMBEDDINGS)
-    return AggregateReport(len(ids), len(rows), sum(is_virus for _, is_virus in rows), len(counts), outputs)
+        stream = _stream(run, manifest, source, settings, outputs, options)
+        counts = stream.counts
+        options.on_event("aggregate")
+        warnings = report_warnings(stream.lengths, counts.dropped_sequences, manifest.identity.min_length,
+                                   counts.nonfinite_frames)
+        for warning in warnings:
+            log.warning("%s: %s", run.root, warning)
+        write_report(run, manifest, settings, stream.figures, asdict(counts), warnings, outputs.open(REPORT))
+        if embeddings and manifest.identity.save_embeddings:
+            options.on_event("aggregate")
+            _write_embeddings(run, manifest, source)
+        options.on_event("aggregate")
+        run.complete.unlink(missing_ok=True)  # from here until complete.json the outputs may be a mix
+        names = outputs.commit(lambda name: options.on_event("aggregate-commit"))
+    shutil.rmtree(run.root / SORT_DIR, ignore_errors=True)
+    written = names + ([EMBEDDINGS] if embeddings and manifest.identity.save_embeddings else [])
+    return AggregateReport(counts.frames, counts.chunks, counts.viral_chunks, counts.sequences, written,
+                           counts.nonfinite_frames, counts.viral_sequences, counts.dropped_sequences, counts.calls)
 
 
-def aggregate(rundir, options: RunOptions | None = None) -> AggregateReport:
-    """Check every shard, write the final outputs (each atomically), then `complete.json`."""
+def aggregate(rundir, options: RunOptions | None = None, *, settings: CallSettings | None = None,
+              embeddings: bool = True) -> AggregateReport:
+    """Check every shard, write the final outputs with `settings` (default: those recorded in calls.json), then
+    calls.json and `complete.json`. `embeddings=False` leaves embeddings.h5 as it is (`virnucpro call`)."""
     options = options or RunOptions()
     run = RunDir(rundir)
     manifest = Manifest.load(run.manifest)
-    _refuse_incomplete(run, manifest)
+    refuse_incomplete(run, manifest)
     source = FrameSource(run.prep)
     _check_plan(manifest, source)
+    settings = settings or load_settings(run, manifest)
     with disk_errors(run.root), Telemetry(run.telemetry).stage("aggregate"):
-        report = _write_outputs(run, manifest, source, options)
+        report = _write_outputs(run, manifest, source, settings, options, embeddings)
+        save_settings(run, settings, manifest)
         write_text_atomic(run.complete, json.dumps(asdict(report)))
-    log.info("%d frames, %d chunks (%d viral), %d sequences -> %s", report.frames, report.chunks,
-             report.viral_chunks, report.sequences, run.root)
+    log.info("%d frames, %d chunks (%d viral), %d sequences (%d viral) -> %s", report.frames, report.chunks,
+             report.viral_chunks, report.sequences, report.viral_sequences, run.root)
     return report

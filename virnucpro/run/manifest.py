@@ -15,7 +15,7 @@ from virnucpro import __version__
 from virnucpro.config import EngineConfig, ModelPaths, PredictConfig
 from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
-from virnucpro.run.rundir import RunDir
+from virnucpro.run.rundir import CALLS, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class RunIdentity:
     models: dict  # role -> {path, size, sha256}
     precision: str
     save_embeddings: bool
+    min_length: int = 0  # sequences shorter than this were dropped at prep (--min-length)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Manifest:
     code_version: str = __version__
     created: str = ""
     format: int = FORMAT
+    call_settings: str = CALLS  # sidecar with the thresholds and consensus format in use (run.calls)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -98,6 +100,8 @@ def identity_differences(old: RunIdentity, new: RunIdentity) -> list[str]:
         differences.append(f"precision differs: manifest has {old.precision}, now {new.precision}")
     if old.save_embeddings != new.save_embeddings:
         differences.append(f"--save-embeddings differs: manifest has {old.save_embeddings}, now {new.save_embeddings}")
+    if old.min_length != new.min_length:
+        differences.append(f"--min-length differs: manifest has {old.min_length}, now {new.min_length}")
     return differences
 
 
@@ -117,4 +121,5 @@ def manifest_config(rundir, device: str) -> PredictConfig:
     engine = EngineConfig(device=device, precision=identity.precision,
                           compile_cache=str(RunDir(rundir).compile_cache))
     return PredictConfig(input=identity.input["path"], outdir=rundir, chunk_length=identity.chunk_length,
-                         models=models, engine=engine, save_embeddings=identity.save_embeddings)
+                         models=models, engine=engine, save_embeddings=identity.save_embeddings,
+                         min_length=identity.min_length)

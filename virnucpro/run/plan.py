@@ -7,6 +7,7 @@ embedding choice are unchanged and returns the stored manifest (RunStateError na
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shutil
@@ -137,15 +138,15 @@ def run_identity(cfg: PredictConfig, env: EnvConfig, cache: ChecksumCache) -> Ru
     files = resolve_models(cfg, env)
     models = {role: cache.file_identity(Path(getattr(files, role))) for role in MODEL_ROLES}
     identity = RunIdentity(cache.file_identity(Path(cfg.input)), cfg.chunk_length, models,
-                           cfg.engine.precision, cfg.save_embeddings)
+                           cfg.engine.precision, cfg.save_embeddings, cfg.min_length)
     cache.save()
     return identity
 
 
-def default_prepare(input_path: Path, outdir: Path, chunk_length: int) -> object:
+def default_prepare(input_path: Path, outdir: Path, chunk_length: int, min_length: int = 0) -> object:
     from virnucpro.prep.pipeline import run_prep
 
-    return run_prep(input_path, outdir, chunk_length)
+    return run_prep(input_path, outdir, chunk_length, min_length=min_length)
 
 
 def plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus: int | None = None, min_shards: int = 0,
@@ -167,7 +168,7 @@ def plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus: int | None = None, min
         if gpus is None:
             gpus = sum(device.startswith("cuda") for device in select_devices(cfg.engine, cfg.gpus))
         return _plan_new(run, cfg, identity, max(min_shards, shards_for_gpus(gpus)), options,
-                         prepare or default_prepare)
+                         prepare or functools.partial(default_prepare, min_length=cfg.min_length))
 
 
 def shards_for_gpus(gpus: int) -> int:

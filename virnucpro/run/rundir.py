@@ -5,7 +5,8 @@
     RUNDIR/shards/shard-NNNN/     part-<start>-<stop>.h5 checkpoints, then .done
     RUNDIR/logs/                  one log file per process
     RUNDIR/telemetry.jsonl        one JSON event per line (stages, parts, shard starts)
-    RUNDIR/<outputs>              prediction_results.txt, ..._highestscore.csv, summary, embeddings.h5
+    RUNDIR/<outputs>              prediction_results.txt, ..._highestscore.csv, summary, embeddings.h5,
+                                  nonfinite_frames.tsv, viral_sequences.fasta, report.html, calls.json
     RUNDIR/complete.json          written after every output: the run is finished
 """
 
@@ -27,8 +28,12 @@ PREDICTIONS = "prediction_results.txt"
 HIGHEST_SCORE = "prediction_results_highestscore.csv"
 SUMMARY = "sequence_summary.tsv"
 EMBEDDINGS = "embeddings.h5"
+NONFINITE = "nonfinite_frames.tsv"
+VIRAL_FASTA = "viral_sequences.fasta"
+REPORT = "report.html"
+CALLS = "calls.json"
 COMPLETE = "complete.json"
-OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS, COMPLETE)
+OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS, NONFINITE, VIRAL_FASTA, REPORT, CALLS, COMPLETE)
 
 
 @dataclass(frozen=True)
