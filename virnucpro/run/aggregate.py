@@ -16,10 +16,12 @@ import numpy as np
 from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
 from virnucpro.io.prep_files import FrameSource
+from virnucpro.run.checksums import ChecksumCache, check_prepared
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.options import RunOptions
 from virnucpro.run.parts import done_path, is_done, read_part
 from virnucpro.run.rundir import EMBEDDINGS, HIGHEST_SCORE, PREDICTIONS, SUMMARY, RunDir, disk_errors
+from virnucpro.run.session import run_session
 from virnucpro.run.shard import missing_ranges, verified_parts
 from virnucpro.run.telemetry import Telemetry
 
@@ -129,11 +131,15 @@ def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, options
 
 
 def aggregate(rundir, options: RunOptions | None = None) -> AggregateReport:
-    """Check every shard, write the final outputs (each atomically), then `complete.json`."""
-    options = options or RunOptions()
-    run = RunDir(rundir)
+    """Check every shard, write the final outputs (each atomically), then `complete.json`; holds the run lock."""
+    with run_session(rundir, "aggregate", create=False):
+        return _aggregate(RunDir(rundir), options or RunOptions())
+
+
+def _aggregate(run: RunDir, options: RunOptions) -> AggregateReport:
     manifest = Manifest.load(run.manifest)
     _refuse_incomplete(run, manifest)
+    check_prepared(run.prep, manifest.prep_files, ChecksumCache(run.checksum_cache))
     source = FrameSource(run.prep)
     _check_plan(manifest, source)
     with disk_errors(run.root), Telemetry(run.telemetry).stage("aggregate"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from virnucpro import __version__
@@ -40,6 +40,7 @@ class Manifest:
     code_version: str = __version__
     created: str = ""
     format: int = FORMAT
+    prep_files: dict = field(default_factory=dict)  # name -> sha256 of every file prep wrote (checked at resume)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
