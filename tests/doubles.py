@@ -67,16 +67,17 @@ class HashScorerFactory:
 
 
 def fake_model_files(folder: Path, tag: str = "a") -> ModelPaths:
-    """Three small files standing in for the models (their bytes are what the manifest identifies)."""
-    folder = folder / tag
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for role in ("esm", "dnabert", "classifier"):
-        path = folder / f"{role}.bin"
-        if not path.exists():
-            path.write_text(f"{role} {tag}\n")
-        paths[role] = str(path)
-    return ModelPaths(**paths)
+    """Tiny random-weight models in the real formats, different bytes per tag (what the manifest identifies).
+    The hash scorer never loads them, but plan checks every model file before it writes a manifest."""
+    from virnucpro.testing.demo import make_demo_models
+
+    folder = Path(folder) / tag
+    if folder not in _MODEL_FILES:  # written once: rewriting would give the pickled classifier other bytes
+        _MODEL_FILES[folder] = make_demo_models(folder, seed=sum(map(ord, tag)))
+    return _MODEL_FILES[folder]
+
+
+_MODEL_FILES: dict[Path, ModelPaths] = {}
 
 
 class SlowScorer:

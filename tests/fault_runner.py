@@ -1,9 +1,10 @@
 """The real `virnucpro` command line with a fault hook in the run's event seam (RunOptions.on_event):
 
-    python tests/fault_runner.py --kill-at EVENT:N -- predict INPUT -o RUNDIR ...
+    python tests/fault_runner.py --kill-at EVENT:N [--signal TERM] -- predict INPUT -o RUNDIR ...
 
 SIGKILLs this process the N-th time the run reaches EVENT (virnucpro.run.options.RUN_EVENTS), as a crash, the OOM
-killer or a pulled plug would, at a moment a test can name.
+killer or a pulled plug would, at a moment a test can name. `--signal TERM` sends SIGTERM instead (scancel, kill,
+a batch system's time limit).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class KillAt:
     event: str
     at: int
     seen: int = 0
+    signal: int = signal.SIGKILL
 
     @classmethod
     def parse(cls, spec: str) -> "KillAt":
@@ -36,7 +38,7 @@ class KillAt:
             return
         self.seen += 1
         if self.seen == self.at:
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), self.signal)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(prog="fault_runner.py", usage="%(prog)s --kill-at EVENT:N -- VIRNUCPRO ARGS")
     parser.add_argument("--kill-at", type=KillAt.parse, required=True)
+    parser.add_argument("--signal", choices=("KILL", "TERM"), default="KILL")
     options = parser.parse_args(argv[:split])
+    options.kill_at.signal = getattr(signal, f"SIG{options.signal}")
     return cli.main(argv[split + 1:], on_event=options.kill_at)
 
 

@@ -34,11 +34,13 @@ class NanHashScorer(HashScorer):
 
 
 def finished_run(tmp_path: Path, input_path: Path, *, chunk_length: int = 500, save_embeddings: bool = False,
-                 scorer=None, min_length: int = 0, options: RunOptions = OPTIONS, name: str = "run") -> Path:
+                 scorer=None, min_length: int = 0, options: RunOptions = OPTIONS, name: str = "run",
+                 dedup: bool = False) -> Path:
+    """Without de-duplication by default: the parts then hold every frame, small, so chunks straddle them."""
     env = EnvConfig(models_dir=tmp_path / "store", cpus=1, no_progress=True)
     cfg = PredictConfig(input=input_path, outdir=tmp_path / name, models=fake_model_files(tmp_path / "models"),
                         engine=EngineConfig(device="cpu"), chunk_length=chunk_length,
-                        save_embeddings=save_embeddings, min_length=min_length)
+                        save_embeddings=save_embeddings, min_length=min_length, dedup=dedup)
     plan_run(cfg, env, gpus=1, options=options)
     scorer = scorer or HashScorer()
     for index in pending_shards(cfg.outdir):

@@ -48,10 +48,13 @@ class Runner:
                 "--dnabert-model", str(base / "dnabert-s-demo"), "--classifier", str(base / "500_model_demo.pth")]
 
     def run(self, rundir: Path, kill: str | None = None, file_size_limit: int | None = None,
-            models_tag: str = "a") -> subprocess.CompletedProcess:
-        """The real `python -m virnucpro predict`; with `kill`, through tests/fault_runner.py (SIGKILL at EVENT:N)."""
-        command = [sys.executable, str(FAULT_RUNNER), "--kill-at", kill, "--"] if kill else [sys.executable, "-m", "virnucpro"]
-        return subprocess.run(command + self.argv(rundir, models_tag), env={**os.environ, **KNOBS},
+            models_tag: str = "a", signal_name: str = "KILL",
+            argv: list[str] | None = None) -> subprocess.CompletedProcess:
+        """The real `python -m virnucpro predict` (or `argv`); with `kill`, through tests/fault_runner.py (SIGKILL, or
+        `signal_name`, at EVENT:N)."""
+        command = ([sys.executable, str(FAULT_RUNNER), "--kill-at", kill, "--signal", signal_name, "--"] if kill
+                   else [sys.executable, "-m", "virnucpro"])
+        return subprocess.run(command + (argv or self.argv(rundir, models_tag)), env={**os.environ, **KNOBS},
                               capture_output=True, text=True, timeout=120,
                               preexec_fn=_limit_file_size(file_size_limit) if file_size_limit else None)
 
@@ -63,19 +66,22 @@ def _limit_file_size(limit: int):
     return apply
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory, golden_prep):
-    """A runner and its uninterrupted reference run."""
+def runner_and_reference(root: Path, input_path: Path) -> tuple[Runner, Path]:
+    """A runner with models a and b under `root`, and its uninterrupted reference run."""
     from virnucpro.testing.demo import make_demo_models
 
-    root = tmp_path_factory.mktemp("kill")
     make_demo_models(root / "models" / "a", seed=0)
     make_demo_models(root / "models" / "b", seed=1)
-    runner = Runner(golden_prep / "input.fasta", root / "models")
+    runner = Runner(input_path, root / "models")
     reference = root / "reference"
     result = runner.run(reference)
     assert result.returncode == 0, result.stderr
     return runner, reference
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, golden_prep):
+    return runner_and_reference(tmp_path_factory.mktemp("kill"), golden_prep / "input.fasta")
 
 
 def prepared_ids(rundir: Path) -> list[str]:
@@ -101,19 +107,21 @@ def assert_same_outputs(reference: Path, rundir: Path) -> None:
 def test_sigkill_at_many_moments_then_resume_gives_identical_outputs(setup, tmp_path):
     runner, reference = setup
     rundir = tmp_path / "run"
-    killed = []
+    killed, took_over = [], []
     for spec in SCORING_KILLS:
         if (rundir / "manifest.json").exists() and not pending_shards(rundir):
             break
         result = runner.run(rundir, kill=spec)
         assert result.returncode in (0, -signal.SIGKILL), result.stderr
         killed += [spec] if result.returncode == -signal.SIGKILL else []
+        took_over.append("took over the lock of run directory" in result.stderr)
     assert not is_complete(rundir), "the scoring kills ran out of work: make the parts smaller"
     for spec in AGGREGATE_KILLS:
         result = runner.run(rundir, kill=spec)
         assert result.returncode == -signal.SIGKILL, result.stderr
         killed.append(spec)
     assert len(killed) >= 20, killed
+    assert all(took_over[1:]), took_over  # each SIGKILL left the run's lock behind: stale, taken over
     final = runner.run(rundir)
     assert final.returncode == 0, final.stderr
     assert_same_outputs(reference, rundir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,7 @@ def test_aggregate_finds_corrupt_part_in_done_shard_and_resume_fixes_it(planned)
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(models_tag="b"), "esm model differs: manifest has .*models-a/a/esm.bin.*now .*models-b/b/esm.bin"),
+    (dict(models_tag="b"), "esm model differs: manifest has .*models-a/a/esm2_t2_demo.pt.*now .*models-b/b/esm2_t2_demo.pt"),
     (dict(chunk_length=300), "chunk length differs: manifest has 500, now 300"),
     (dict(save_embeddings=True), "--save-embeddings differs"),
     (dict(input="other"), "input differs"),
@@ -161,3 +162,161 @@ def test_spawned_workers_share_the_shard_queue(planned, env):
     events = [json.loads(line) for line in open(cfg.outdir / "telemetry.jsonl")]
     assert len({e["pid"] for e in events if e["event"] == "shard_done"}) >= 1
     assert all(e["frames_per_s"] > 0 for e in events if e["event"] == "part")
+
+
+# ---------------------------------------------------------------- issue 15: never lose or silently corrupt data
+
+
+def test_predict_refuses_a_folder_that_is_not_a_run_directory_and_touches_nothing(tmp_path, env, golden_prep):
+    """Issue 15.1: `predict -o out` on a folder holding out/shards/keep/notes.txt deleted the file."""
+    out = tmp_path / "run"
+    (out / "shards" / "keep").mkdir(parents=True)
+    (out / "shards" / "keep" / "notes.txt").write_text("data\n")
+    cfg = config(tmp_path, golden_prep / "input.fasta")
+    with pytest.raises(RunStateError, match=r"not a virnucpro run directory and not empty \(it holds shards\)"):
+        plan_run(cfg, env, gpus=1, options=OPTIONS)
+    assert (out / "shards" / "keep" / "notes.txt").read_text() == "data\n"
+    assert sorted(p.name for p in out.rglob("*")) == ["keep", "notes.txt", "shards"]
+
+
+def test_force_restart_removes_only_the_runs_own_files(planned, env, tmp_path):
+    """Issue 15.1: --force-restart removed prep/ and shards/ wholesale."""
+    cfg, _ = planned
+    run_all(cfg)
+    aggregate(cfg.outdir, OPTIONS)
+    mine = {cfg.outdir / "notes.txt": "root", cfg.outdir / "prep" / "my.fasta": "prep",
+            cfg.outdir / "shards" / "shard-0001" / "keep.txt": "shard", cfg.outdir / "shards" / "readme": "shards"}
+    for path, text in mine.items():
+        path.write_text(text)
+    old_parts = {ref.path for index in range(4) for ref in list_parts(RunDir(cfg.outdir).shard_dir(index))}
+    forced = config(tmp_path, cfg.input, chunk_length=300, force_restart=True)
+    plan_run(forced, env, gpus=1, options=OPTIONS)
+    assert {path: path.read_text() for path in mine} == mine
+    assert not any(path.exists() for path in old_parts) and not (cfg.outdir / PREDICTIONS).exists()
+    assert (cfg.outdir / "prep" / "chunked.fasta").exists()  # prepared again, for chunk length 300
+
+
+def swap_scores(part: Path, rows: int = 10) -> None:
+    """Swap score1/score2 in the first rows: the file stays valid HDF5 with the right ids."""
+    import h5py
+
+    with h5py.File(part, "r+") as handle:
+        scores = handle["scores"][:]
+        scores[:rows] = scores[:rows, ::-1]
+        handle["scores"][...] = scores
+
+
+def test_a_part_altered_on_disk_is_found_redone_and_reported(planned, env, caplog):
+    """Issue 15.2: swapped scores in a valid part gave exit 0, no warning and changed calls."""
+    from doubles import HashScorerFactory
+    from virnucpro.run import predict_run
+
+    cfg, _ = planned
+    run_all(cfg)
+    aggregate(cfg.outdir, OPTIONS)
+    victim = list_parts(RunDir(cfg.outdir).shard_dir(1))[0].path
+    swap_scores(victim)
+    with caplog.at_level("WARNING"):
+        predict_run(cfg, env, scorer_factory=HashScorerFactory(), options=OPTIONS)
+    assert f"{victim}: content checksum mismatch" in caplog.text and "scored again" in caplog.text
+    check_predictions(cfg.outdir)  # every score is the hash oracle's again
+
+
+def test_random_bytes_inside_an_embedding_part_are_found(tmp_path, env, golden_prep):
+    """Issue 15.2: bytes written into a part's data silently corrupted embeddings.h5."""
+    import h5py
+
+    from doubles import HashScorerFactory
+    from virnucpro.outputs.embeddings import read_embeddings_h5
+    from virnucpro.run import predict_run
+
+    cfg = config(tmp_path, golden_prep / "input.fasta", save_embeddings=True)
+    predict_run(cfg, env, scorer_factory=HashScorerFactory(), options=OPTIONS)
+    victim = list_parts(RunDir(cfg.outdir).shard_dir(2))[0].path
+    with h5py.File(victim, "r") as handle:
+        offset = handle["protein"].id.get_offset()  # the raw float32 values, not HDF5 metadata
+    with open(victim, "r+b") as raw:
+        raw.seek(offset + 4)
+        raw.write(b"\x7f" * 8)
+    predict_run(cfg, env, scorer_factory=HashScorerFactory(), options=OPTIONS)
+    embeddings = read_embeddings_h5(cfg.outdir / "embeddings.h5")
+    expected = np.stack([hash_vector(i, "protein", 4) for i in embeddings.ids])
+    np.testing.assert_array_equal(embeddings.protein, expected)
+
+
+def test_an_input_edited_in_place_with_size_and_mtime_kept_is_not_resumed(planned, env):
+    """Issue 15.3: the checksum cache trusted (path, size, mtime)."""
+    cfg, _ = planned
+    stat = Path(cfg.input).stat()
+    copy = Path(cfg.outdir).parent / "input.fasta"
+    copy.write_bytes(Path(cfg.input).read_bytes())
+    cfg = config(Path(cfg.outdir).parent, copy)
+    plan_run(cfg, env, gpus=1, options=OPTIONS)
+    stat = copy.stat()
+    text = copy.read_text()
+    copy.write_text(text.replace("ACGT", "ACGA", 1))  # same size
+    os.utime(copy, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert copy.stat().st_size == stat.st_size and copy.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(RunStateError, match="input differs"):
+        plan_run(cfg, env, gpus=1, options=OPTIONS)
+
+
+def test_changed_prepared_files_are_not_trusted(planned, env):
+    cfg, _ = planned
+    chunked = cfg.outdir / "prep" / "chunked.fasta"
+    chunked.write_text(chunked.read_text().replace("A", "C", 1))
+    with pytest.raises(RunStateError, match="chunked.fasta changed since planning"):
+        plan_run(cfg, env, gpus=1, options=OPTIONS)
+    run_all(cfg)
+    with pytest.raises(RunStateError, match="chunked.fasta changed since planning"):
+        aggregate(cfg.outdir, OPTIONS)
+    assert not (cfg.outdir / PREDICTIONS).exists()
+
+
+def test_aggregation_never_reads_the_input_again(env, tmp_path, golden_prep):
+    """Issue 15.3: after the input moved, the resume failed at the very end; another file with the same ids at the
+    old path gave a wrong sequence_summary.tsv."""
+    original = tmp_path / "input.fasta"
+    original.write_bytes((golden_prep / "input.fasta").read_bytes())
+    cfg = config(tmp_path, original)
+    plan_run(cfg, env, gpus=1, options=OPTIONS)
+    run_all(cfg)
+    aggregate(cfg.outdir, OPTIONS)
+    summary = (cfg.outdir / "sequence_summary.tsv").read_text()
+    headers = [line for line in original.read_text().splitlines() if line.startswith(">")]
+    original.write_text("".join(f"{header}\n{'ACGT' * 300}\n" for header in headers))  # same ids, other lengths
+    aggregate(cfg.outdir, OPTIONS)
+    assert (cfg.outdir / "sequence_summary.tsv").read_text() == summary
+    original.unlink()  # moved away
+    aggregate(cfg.outdir, OPTIONS)
+    assert (cfg.outdir / "sequence_summary.tsv").read_text() == summary
+
+
+def test_temporaries_of_earlier_attempts_are_removed_at_resume(planned, env):
+    """Issue 15.7: prep/.*.tmp (3x the input) and .<output>.*.tmp of killed runs were never removed."""
+    cfg, _ = planned
+    run = RunDir(cfg.outdir)
+    leftovers = [run.prep / ".chunked.fasta.k1l2m3n4.tmp", run.prep / ".identified_protein.faa.abcd_123.tmp",
+                 run.root / ".prediction_results.txt.zz99yy88.tmp", run.root / ".manifest.json.q1w2e3r4.tmp"]
+    users = [run.root / ".my-notes.k1l2m3n4.tmp", run.root / "draft.tmp"]
+    for path in leftovers + users:
+        path.write_text("x" * 100)
+    plan_run(cfg, env, gpus=1, options=OPTIONS)
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in users)  # not names this run writes
+
+
+def test_cpu_runs_record_the_precision_that_ran(tmp_path, env, golden_prep):
+    """Issue 15.10: CPU runs recorded bf16/fp16 (what was asked, not what ran) and `--precision fp32` on the CPU
+    was then refused."""
+    from virnucpro.run.manifest import Manifest
+
+    cfg = config(tmp_path, golden_prep / "input.fasta", engine=EngineConfig(device="cpu", precision="bf16"))
+    manifest = plan_run(cfg, env, options=OPTIONS)
+    assert manifest.identity.precision == "fp32" == Manifest.load(cfg.outdir / "manifest.json").identity.precision
+    for mode in ("fp32", "fp16", "bf16"):  # every mode computes fp32 on the CPU
+        again = config(tmp_path, golden_prep / "input.fasta", engine=EngineConfig(device="cpu", precision=mode))
+        assert plan_run(again, env, options=OPTIONS) == manifest
+    with pytest.raises(RunStateError, match="precision differs: manifest has fp32, now bf16"):
+        plan_run(config(tmp_path, golden_prep / "input.fasta", engine=EngineConfig(device="cuda", precision="bf16")),
+                 env, gpus=1, options=OPTIONS)

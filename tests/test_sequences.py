@@ -43,6 +43,44 @@ def test_crlf_line_ends(tmp_path):
     assert list(read_records(path)) == EXPECTED
 
 
+def test_old_mac_cr_only_line_ends(tmp_path):
+    """Issue 15.5: a CR-only file was one line, every record read as empty, and predict exited 0 with no results."""
+    text = FASTA.replace("\n", "\r")
+    assert list(read_records(write(tmp_path / "cr.fa", text))) == EXPECTED
+    assert list(read_records(write(tmp_path / "cr.fa.gz", gzip.compress(text.encode())))) == EXPECTED
+    fastq = "@q1 desc\rACGTN\r+\rIIIII\r@q2\rggcc\r+\r!!!!\r"
+    assert list(read_records(write(tmp_path / "cr.fq", fastq))) == [Record("q1", "ACGTN", "q1 desc"),
+                                                                    Record("q2", "ggcc", "q2")]
+
+
+def test_long_cr_only_record_spanning_read_blocks(tmp_path, monkeypatch):
+    from virnucpro.io import sequences
+
+    monkeypatch.setattr(sequences, "READ_BUFFER", 64)  # records and lines cross block boundaries
+    text = "".join(f">r{i}\r{'ACGT' * 40}\r{'GGCC' * 7}\r" for i in range(5))
+    records = list(read_records(write(tmp_path / "cr.fa", text)))
+    assert [(r.id, r.seq) for r in records] == [(f"r{i}", "ACGT" * 40 + "GGCC" * 7) for i in range(5)]
+
+
+@pytest.mark.parametrize("line_end", ["\n", "\r\n", "\r"])
+def test_utf8_byte_order_mark_is_skipped(tmp_path, line_end):
+    """Issue 15.9: a BOM-prefixed file was 'not FASTA or FASTQ'."""
+    path = write(tmp_path / "bom.fa", b"\xef\xbb\xbf" + FASTA.replace("\n", line_end).encode())
+    assert list(read_records(path)) == EXPECTED
+
+
+def test_utf16_file_is_refused_naming_the_encoding(tmp_path):
+    path = write(tmp_path / "u16.fa", FASTA.encode("utf-16"))
+    with pytest.raises(InputError, match="u16.fa: UTF-16"):
+        list(read_records(path))
+
+
+def test_directory_as_input_says_so(tmp_path):
+    """Issue 15.9: a directory given as input was 'input file not found'."""
+    with pytest.raises(InputError, match="is a directory, not a FASTA/FASTQ file"):
+        list(read_records(tmp_path))
+
+
 def test_no_final_newline_and_blank_lines(tmp_path):
     path = write(tmp_path / "x.fa", "\n\n>a\nACG\n\nTT\n>b\nGG")
     assert [(r.id, r.seq) for r in read_records(path)] == [("a", "ACGTT"), ("b", "GG")]

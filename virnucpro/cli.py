@@ -6,12 +6,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
+import traceback
 from typing import Callable
 
 from virnucpro import __version__
 from virnucpro.config import EnvConfig
-from virnucpro.errors import VirNucProError
+from virnucpro.errors import EXIT_INTERNAL, Terminated, failure
+
+DESCRIPTION = """Find viral sequences in DNA reads and contigs with the published VirNucPro method (DNABERT-S +
+ESM-2 embeddings, the published classifier), on GPUs or the CPU, resumable after any interruption."""
+EPILOG = """first steps:
+  virnucpro demo                              offline run with tiny random models (meaningless calls)
+  virnucpro models fetch                      download the real models once (~6.2 GB)
+  virnucpro predict reads.fasta -o run/       prepare, score, write the results into run/ (rerun to resume)
+  virnucpro status run/                       progress, liveness and ETA of a run
+
+exit codes: 0 ok, 1 internal error (a bug), 2 bad input or command line, 3 model files, 4 run directory cannot
+be used as asked, 5 SLURM, 6 disk full (rerun to resume), 7 run directory in use by another process,
+8 other system error, 130 interrupted, 143 terminated. `virnucpro COMMAND --help` describes each command."""
 
 # command name -> its module (register(subparsers) sets `handler(args, env) -> int`), in `--help` order
 COMMANDS = {
@@ -31,7 +46,8 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="virnucpro", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="virnucpro", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"virnucpro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,15 +69,22 @@ def main(argv: list[str] | None = None, *, on_event: Callable[[str], None] | Non
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         env = EnvConfig.from_environ()
         return int(args.handler(args, env) or 0)
-    except VirNucProError as error:
-        print(f"virnucpro: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except OSError as error:  # disk full, permissions, vanished files: one line, not a traceback
-        print(f"virnucpro: error: {error}", file=sys.stderr)
-        return 5
-    except KeyboardInterrupt:
-        print("virnucpro: interrupted", file=sys.stderr)
-        return 130
+    except (Exception, KeyboardInterrupt, Terminated) as error:  # one line; a bug's traceback with -v
+        code, line = failure(error)
+        if code == EXIT_INTERNAL and args.verbose:
+            traceback.print_exc()
+        print(f"virnucpro: error: {line}", file=sys.stderr)
+        return code
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (scancel, kill, a time limit): unwind like Ctrl-C, so locks are released and the log says so."""
+    raise Terminated()

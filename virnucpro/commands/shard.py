@@ -10,7 +10,8 @@ from virnucpro.config import EnvConfig
 from virnucpro.errors import RunStateError
 from virnucpro.run.manifest import manifest_config
 from virnucpro.run.multigpu import ScorerFactory, select_devices
-from virnucpro.run.rundir import RunDir, attach_log_file
+from virnucpro.run.rundir import RunDir
+from virnucpro.run.session import run_log
 from virnucpro.run.shard import run_shard
 
 
@@ -27,11 +28,11 @@ def handle(args, env: EnvConfig) -> int:
     if index is None:
         raise RunStateError("virnucpro shard: give --index (or run inside a SLURM array task)")
     run = RunDir(args.rundir)
-    attach_log_file(run, f"shard{index:04d}")
-    cfg = manifest_config(run.root, args.device)
-    device = select_devices(cfg.engine, 1)[0]
-    scorer = ScorerFactory(cfg.models, env)(replace(cfg.engine, device=device))
-    result = run_shard(run.root, index, scorer, options=run_options(args, env), device=device)
+    with run_log(run, f"shard{index:04d}"):  # no run lock: the shards of a run are scored in parallel
+        cfg = manifest_config(run.root, args.device)
+        device = select_devices(cfg.engine, 1)[0]
+        scorer = ScorerFactory(cfg.models, env)(replace(cfg.engine, device=device))
+        result = run_shard(run.root, index, scorer, options=run_options(args, env), device=device)
     print(f"shard {index}: {'already done' if result.skipped else f'{result.frames_scored} frames scored'}",
           file=sys.stderr)
     return 0

@@ -118,6 +118,9 @@ class Scorer:
                 if pending is not None:
                     yield self._finish(pending)
                 pending = launched
+                if self.device.type != "cuda":  # computed already (no async queue): hand it on before the next
+                    yield self._finish(pending)
+                    pending = None
             if pending is not None:
                 yield self._finish(pending)
 

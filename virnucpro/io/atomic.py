@@ -44,9 +44,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError) and not error.filename:
+            error.filename = str(path)  # a failed write() names no file: say which output it was
         raise
 
 

@@ -1,4 +1,5 @@
-"""Streaming FASTA/FASTQ reader: plain, gzip or bgzip (multi-member gzip), LF or CRLF line ends.
+"""Streaming FASTA/FASTQ reader: plain, gzip or bgzip (multi-member gzip), LF, CRLF or old-Mac CR-only line
+ends, with or without a UTF-8 byte-order mark.
 
 Memory holds one record's sequence (plus the set of ids seen so far), never the whole file: a 100 Mbp
 single-line chromosome is read as one line. Per-line Python work is a few C-level bytes operations;
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BUFFER = 1 << 20
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 # IUPAC nucleotide codes plus gap and stop symbols; anything else (E, F, I, L, P, Q, digits...) is rejected.
 NUCLEOTIDE_ALPHABET = b"ACGTUNRYKMSWBDHV-*"
@@ -51,7 +54,28 @@ def read_records(path: str | Path) -> Iterator[Record]:
             raise InputError(path, f"corrupt or truncated gzip data ({error})") from None
 
 
+def check_sequence_file(path: str | Path) -> None:
+    """Cheap early check (no record is parsed): the file opens, decompresses and starts like FASTA or FASTQ."""
+    path = Path(path)
+    with _open_binary(path) as handle:
+        try:
+            first = _first_content_line(enumerate(_lines(path, handle), start=1))
+        except _GZIP_ERRORS as error:
+            raise InputError(path, f"corrupt or truncated gzip data ({error})") from None
+    _check_first_line(path, first)
+
+
+def _check_first_line(path: Path, first: tuple[int, bytes] | None) -> None:
+    if first is None:
+        raise InputError(path, "empty file (no FASTA or FASTQ records)")
+    number, line = first
+    if not line.startswith((b">", b"@")):
+        raise InputError(path, "not FASTA or FASTQ (first non-blank line starts with neither '>' nor '@')", line=number)
+
+
 def _open_binary(path: Path) -> BinaryIO:
+    if path.is_dir():
+        raise InputError(path, "is a directory, not a FASTA/FASTQ file")
     try:
         with open(path, "rb") as probe:
             magic = probe.read(2)
@@ -63,18 +87,53 @@ def _open_binary(path: Path) -> BinaryIO:
         raise InputError(path, f"cannot open: {error.strerror or error}") from None
 
 
+def _lines(path: Path, handle: BinaryIO) -> Iterator[bytes]:
+    """The file's lines, LF-terminated whatever the line ends (LF, CRLF, CR only); a UTF-8 byte-order mark dropped.
+
+    The line ends are decided from the first block: CR without any LF there means an old-Mac file. LF files are
+    then read line by line in C (a 100 Mbp single-line record is one readline)."""
+    first = handle.read(READ_BUFFER)
+    if first.startswith(UTF16_BOMS):
+        raise InputError(path, "UTF-16 text (byte-order mark); save it as plain ASCII or UTF-8 FASTA/FASTQ")
+    if first.startswith(UTF8_BOM):
+        first = first[len(UTF8_BOM):]
+    if b"\r" in first and b"\n" not in first:
+        yield from _cr_lines(first, handle)
+        return
+    *complete, partial = first.split(b"\n")
+    for line in complete:
+        yield line + b"\n"
+    partial += handle.readline()  # the rest of the line the first block cut
+    if partial:
+        yield partial
+    yield from handle
+
+
+def _cr_lines(first: bytes, handle: BinaryIO) -> Iterator[bytes]:
+    pieces: list[bytes] = []  # the current line so far (a long record spans many blocks)
+    block = first
+    while block:
+        head, *rest = block.split(b"\r")
+        pieces.append(head)
+        if rest:
+            yield b"".join(pieces) + b"\n"
+            for line in rest[:-1]:
+                yield line + b"\n"
+            pieces = [rest[-1]]
+        block = handle.read(READ_BUFFER)
+    if any(pieces):
+        yield b"".join(pieces)
+
+
 def _checked_records(path: Path, handle: BinaryIO) -> Iterator[Record]:
-    lines = enumerate(handle, start=1)
+    lines = enumerate(_lines(path, handle), start=1)
     first = _first_content_line(lines)
-    if first is None:
-        raise InputError(path, "empty file (no FASTA or FASTQ records)")
+    _check_first_line(path, first)
     number, line = first
     if line.startswith(b">"):
         raw_records = _fasta(path, number, line, lines)
-    elif line.startswith(b"@"):
-        raw_records = _fastq(path, number, line, lines)
     else:
-        raise InputError(path, "not FASTA or FASTQ (first non-blank line starts with neither '>' nor '@')", line=number)
+        raw_records = _fastq(path, number, line, lines)
     yield from _validated(path, raw_records)
 
 

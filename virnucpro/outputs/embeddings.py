@@ -16,6 +16,7 @@ import numpy as np
 
 from virnucpro.errors import InputError
 from virnucpro.io.atomic import atomic_path
+from virnucpro.io.guarded import GuardedFile
 
 FORMAT_VERSION = 1
 ROWS_PER_H5_CHUNK = 1024
@@ -36,7 +37,9 @@ class EmbeddingsWriter:
     def __init__(self, path: str | Path, dna_dim: int, protein_dim: int, models: Mapping[str, str]):
         self._target = atomic_path(path)
         try:
-            self._file = h5py.File(self._target.tmp, "w")
+            # through GuardedFile a full disk fails at close(), never inside HDF5 (tracebacks, exit 139)
+            self._handle = GuardedFile(self._target.tmp, self._target.final)
+            self._file = h5py.File(self._handle, "w")
             self._create_datasets(dna_dim, protein_dim)
             self._write_attrs(models)
         except BaseException:
@@ -74,10 +77,15 @@ class EmbeddingsWriter:
 
     def close(self) -> None:
         self._file.close()
+        self._handle.close()
+        if self._handle.error is not None:
+            self._target.discard()
+            self._handle.raise_error()
         self._target.commit()
 
     def abort(self) -> None:
         self._file.close()
+        self._handle.close()
         self._target.discard()
 
     def __enter__(self) -> "EmbeddingsWriter":

@@ -5,10 +5,10 @@ EnvConfig with RunOptions.from_env):
 
     plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus=None, min_shards=0, options=None, prepare=None) -> Manifest
         Create cfg.outdir (prep + frame index + de-duplication unless cfg.dedup is False + token-balanced shard plan
-        over the frames to score + manifest.json) or, if it exists,
-        check input sha256 / chunk length / model sha256s / precision / --save-embeddings are unchanged and
-        return the stored manifest (RunStateError naming every difference unless cfg.force_restart, which
-        clears prep, shards and outputs). Shard count = max(min_shards, shards_for_gpus(gpus), tokens / shard_tokens),
+        over the frames to score + manifest.json) or, if it exists, check input sha256 / chunk length / model
+        sha256s / precision / --save-embeddings / prepared files are unchanged and return the stored manifest
+        (RunStateError naming every difference unless cfg.force_restart, which deletes the run's own prepared
+        files, parts and outputs, nothing else). Shard count = max(min_shards, shards_for_gpus(gpus), tokens / shard_tokens),
         fixed here so a resume with another GPU count works. Model names are resolved in the store (run.models).
     run_shards(rundir, cfg, env, gpus=None, *, devices=None, scorer_factory=None, options=None) -> list[int]
         Score every pending shard: in this process on CPU / one GPU, else one spawned process per GPU
@@ -26,14 +26,20 @@ EnvConfig with RunOptions.from_env):
     predict_run(cfg, env, *, scorer_factory=None, options=None, prepare=None, consensus_format=None) -> AggregateReport
         plan_run + run_shards + aggregate: the whole of `virnucpro predict` after argument parsing.
     recall.call_run(rundir, changes, classifier=None, options=None): `virnucpro call` (aggregate with new settings).
-    shard_status(rundir) -> list[ShardStatus];  pending_shards(rundir) -> list[int];  is_complete(rundir)
-    RunOptions(part_frames, part_seconds, block_frames, shard_tokens, shard_rounding, on_event): checkpoint cadence
-        and shard size (shard_rounding "up": shards of at most shard_tokens; "down": of at least, as `submit` plans)
+    run_status(rundir) -> RunStatus (running / stopped at T, frames done, tokens/s, ETA; per shard from parts and
+        heartbeats);  shard_status(rundir) -> list[ShardStatus];  pending_shards(rundir);  is_complete(rundir)
+    run_session(root, name) (run.session): claim + lock + log of a command on a run directory (predict, plan and
+        aggregate take it; reentrant); run_shard holds the shard's lock (run.lock.hold_lock).
+    RunOptions(part_frames, part_seconds, block_frames, cpu_block_frames, shard_tokens, shard_rounding, on_event):
+        checkpoint cadence and shard size (shard_rounding "up": shards of at most shard_tokens; "down": of at
+        least, as `submit` plans)
         (EnvConfig: VIRNUCPRO_PART_FRAMES / _PART_SECONDS / _BLOCK_FRAMES / _SHARD_TOKENS) and the event hook,
         called at the moments named in run.options.RUN_EVENTS (a no-op unless a caller installs one).
     manifest_config(rundir, device) -> PredictConfig: what a shard process runs, from the manifest.
 
-Errors: RunStateError (not resumable as asked, incomplete shards, disk full: one line, resumable state).
+Errors: RunStateError (not resumable as asked, not a run directory, incomplete shards), RunLockedError (another
+live process holds the run or shard), DiskFullError (resumable), InputError / ModelError (checked before anything
+is written): one line each.
 """
 
 from virnucpro.run.aggregate import AggregateReport, aggregate
@@ -43,10 +49,10 @@ from virnucpro.run.options import RunOptions
 from virnucpro.run.pipeline import predict_run
 from virnucpro.run.plan import plan_run, plan_shards
 from virnucpro.run.shard import ShardResult, run_shard
-from virnucpro.run.status import ShardStatus, is_complete, pending_shards, shard_status
+from virnucpro.run.status import RunStatus, ShardStatus, is_complete, pending_shards, run_status, shard_status
 
 __all__ = [
-    "AggregateReport", "Manifest", "RunIdentity", "RunOptions", "ScorerFactory", "ShardResult", "ShardStatus",
-    "aggregate", "is_complete", "manifest_config", "pending_shards", "plan_run", "plan_shards", "predict_run",
-    "run_shard", "run_shards", "select_devices", "shard_status",
+    "AggregateReport", "Manifest", "RunIdentity", "RunOptions", "RunStatus", "ScorerFactory", "ShardResult",
+    "ShardStatus", "aggregate", "is_complete", "manifest_config", "pending_shards", "plan_run", "plan_shards",
+    "predict_run", "run_shard", "run_shards", "run_status", "select_devices", "shard_status",
 ]

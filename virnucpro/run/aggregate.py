@@ -17,6 +17,7 @@ from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.calls import CallSettings, load_settings, save_settings
+from virnucpro.run.checksums import ChecksumCache, check_prepared
 from virnucpro.run.commit import OutputBatch, remove_stale_temporaries
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.options import RunOptions
@@ -25,6 +26,7 @@ from virnucpro.run.prefetch import prefetched
 from virnucpro.run.report import report_warnings, write_report
 from virnucpro.run.rundir import EMBEDDINGS, OUTPUT_NAMES, REPORT, RunDir, disk_errors
 from virnucpro.run.scored import iter_scored
+from virnucpro.run.session import run_session
 from virnucpro.run.stream import ResultsStream
 from virnucpro.run.telemetry import Telemetry
 
@@ -143,11 +145,16 @@ def _write_outputs(run: RunDir, manifest: Manifest, source: FrameSource, setting
 def aggregate(rundir, options: RunOptions | None = None, *, settings: CallSettings | None = None,
               embeddings: bool = True) -> AggregateReport:
     """Check every shard, write the final outputs with `settings` (default: those recorded in calls.json), then
-    calls.json and `complete.json`. `embeddings=False` leaves embeddings.h5 as it is (`virnucpro call`)."""
-    options = options or RunOptions()
-    run = RunDir(rundir)
+    calls.json and `complete.json`; holds the run lock. `embeddings=False` leaves embeddings.h5 as it is
+    (`virnucpro call`)."""
+    with run_session(rundir, "aggregate", create=False):
+        return _aggregate(RunDir(rundir), options or RunOptions(), settings, embeddings)
+
+
+def _aggregate(run: RunDir, options: RunOptions, settings: CallSettings | None, embeddings: bool) -> AggregateReport:
     manifest = Manifest.load(run.manifest)
     refuse_incomplete(run, manifest)
+    check_prepared(run.prep, manifest.prep_files, ChecksumCache(run.checksum_cache))
     source = FrameSource(run.prep)
     _check_plan(manifest, source)
     settings = settings or load_settings(run, manifest)

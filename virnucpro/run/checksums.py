@@ -1,4 +1,11 @@
-"""Streamed sha256 of input and model files, cached by (path, size, mtime) so resumes never rehash a 6 GB model."""
+"""Streamed sha256 of input, model and prepared files, cached so that resumes never rehash a 6 GB model.
+
+The cache key is (path, device, inode, size, mtime, ctime). mtime alone can be set back by anyone (`touch -d`,
+`cp -p`, rsync), so a file edited in place could keep its key; ctime cannot be set by a user: every write,
+truncate, rename, chmod or replacement moves it to the current time, and a file replaced by another has a new
+inode. Any change made through the file system therefore changes the key and the file is hashed again; an
+unchanged 6 GB model is not. (Re-hashing everything on every resume would cost minutes for a large input.)
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,17 @@ import hashlib
 import json
 from pathlib import Path
 
+from virnucpro.errors import RunStateError
 from virnucpro.io.atomic import write_text_atomic
 from virnucpro.store.lockfile import sha256_file
 
+def cache_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}"
+
+
 class ChecksumCache:
-    """A JSON file mapping 'path|size|mtime_ns' to sha256; a changed file gets a new key and is rehashed."""
+    """A JSON file mapping `cache_key` to sha256; a changed file gets a new key and is rehashed."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -25,9 +38,10 @@ class ChecksumCache:
 
     def sha256(self, path: Path) -> str:
         path = Path(path).resolve()
-        stat = path.stat()
-        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        key = cache_key(path)
         if key not in self.entries:
+            for old in [k for k in self.entries if k.startswith(f"{path}|")]:
+                del self.entries[old]  # that file's earlier versions
             self.entries[key] = sha256_file(path)
             self.dirty = True
         return self.entries[key]
@@ -46,3 +60,24 @@ class ChecksumCache:
         if self.dirty:
             write_text_atomic(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
             self.dirty = False
+
+
+def prepared_files_problems(prep_dir: Path, recorded: dict, cache: ChecksumCache) -> list[str]:
+    """Prepared files that are missing or differ from the sha256 recorded when the run was planned."""
+    problems = []
+    for name, sha in sorted(recorded.items()):
+        path = Path(prep_dir) / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif (now := cache.sha256(path)) != sha:
+            problems.append(f"{path} changed since planning (sha256 {sha[:12]}, now {now[:12]})")
+    return problems
+
+
+def check_prepared(prep_dir: Path, recorded: dict, cache: ChecksumCache) -> None:
+    """The prepared files are those recorded when the run was planned: resume and aggregation trust nothing else."""
+    problems = prepared_files_problems(prep_dir, recorded, cache)
+    cache.save()
+    if problems:
+        raise RunStateError(f"{prep_dir}: the prepared files cannot be trusted: {'; '.join(problems)} "
+                            "(use --force-restart to prepare the input again)")

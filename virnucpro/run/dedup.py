@@ -33,14 +33,14 @@ import numpy as np
 
 from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, is_complete, iter_chunks, \
     remove_stale_temporaries, scratch_array
-from virnucpro.io.prep_files import IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, FrameSource
+from virnucpro.io.prep_files import DEDUP_MAP, DEDUP_UNIQUE, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, FrameSource
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-UNIQUE_DIR = "dedup.unique"
-MAP_DIR = "dedup.map"
+UNIQUE_DIR = DEDUP_UNIQUE
+MAP_DIR = DEDUP_MAP
 WORK_DIR = ".dedup-work"
 HASH_FRAMES = 1 << 17  # frames hashed per step
 BUCKET_BYTES = 1 << 26  # frame text per bucket: what one resolve step holds in memory (~3x this at its peak)

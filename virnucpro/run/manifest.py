@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from virnucpro import __version__
@@ -45,6 +45,7 @@ class Manifest:
     created: str = ""
     format: int = FORMAT
     call_settings: str = CALLS  # sidecar with the thresholds and consensus format in use (run.calls)
+    prep_files: dict = field(default_factory=dict)  # name -> sha256 of every file prep wrote (checked at resume)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

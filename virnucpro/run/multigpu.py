@@ -114,7 +114,12 @@ def _run_spawned(run, pending, devices, engine, env, factory, options, display) 
                for device in devices]
     for worker in workers:
         worker.start()
-    errors = _follow(workers, events, display)
+    try:
+        errors = _follow(workers, events, display)
+    except BaseException:  # Ctrl-C, SIGTERM: stop the children too (their parts so far are kept)
+        for worker in workers:
+            worker.terminate()
+        raise
     for worker in workers:
         worker.join()
         if worker.exitcode and not errors:

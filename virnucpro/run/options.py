@@ -31,6 +31,7 @@ class RunOptions:
     part_frames: int = 16384  # a checkpoint part every this many frames...
     part_seconds: float = 120.0  # ...or this many seconds, whichever comes first
     block_frames: int = 4096  # frames per Scorer block
+    cpu_block_frames: int = 256  # at most this many on the CPU: a block of seconds, so progress moves every few
     shard_tokens: int = 20_000_000  # target tokens per shard (~ minutes of one GPU on ESM-2 3B)
     # "up": shards of at most shard_tokens (predict); "down": of at least shard_tokens (submit: start-up bound)
     shard_rounding: str = "up"

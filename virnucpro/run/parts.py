@@ -1,13 +1,17 @@
 """Checkpoint parts: `part-<start>-<stop>.h5` (global frame indices) holding ids, scores and optional embeddings.
 
 A part is written under a temporary name, fsynced and renamed, so a part file either is complete or does not
-exist; its name records its range, so no separate journal is needed. A restarted shard still verifies every
-part (readable, row count, ids equal the prepared ids of that range) and redoes what fails.
+exist; its name records its range, so no separate journal is needed. Each part carries the sha256 of its content
+(range, ids, scores, embeddings: attribute `content_sha256`), computed from the arrays before they are written.
+Before a part is trusted (at resume and at aggregation) it is read back whole and must be readable, have the
+row count of its range, ids equal to the prepared ids of that range and the recorded content sha256; a part that
+fails is deleted and redone (run.shard.verified_parts decides and says why).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -61,8 +65,25 @@ def list_parts(shard_dir: Path) -> list[PartRef]:
     return sorted(refs, key=lambda ref: (ref.start, -ref.stop))
 
 
+CHECKSUM_ATTR = "content_sha256"
+_ARRAYS = ("scores", "dna", "protein")
+
+
+def content_sha256(start: int, stop: int, ids: list[str], arrays: dict[str, np.ndarray | None]) -> str:
+    """sha256 of a part's content: its range, its ids and its float32 arrays (little-endian, row-major)."""
+    digest = hashlib.sha256(f"part {start} {stop}\n".encode())
+    digest.update("\n".join(ids).encode("utf-8"))
+    for name in _ARRAYS:
+        if arrays.get(name) is not None:
+            values = np.ascontiguousarray(arrays[name], dtype="<f4")
+            digest.update(f"\n{name} {values.shape}\n".encode())
+            digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
 def write_part(shard_dir: Path, part: PartData, before_commit=lambda: None) -> Path:
     """HDF5 is built in memory, then written with plain file I/O: a full disk surfaces as one clean OSError."""
+    arrays = {name: getattr(part, name) for name in _ARRAYS}
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as handle:
         handle.create_dataset("ids", data=np.asarray(part.ids, dtype=object), dtype=h5py.string_dtype())
@@ -71,6 +92,7 @@ def write_part(shard_dir: Path, part: PartData, before_commit=lambda: None) -> P
             if getattr(part, name) is not None:
                 handle.create_dataset(name, data=np.asarray(getattr(part, name), dtype=np.float32))
         handle.attrs["start"], handle.attrs["stop"] = part.start, part.stop
+        handle.attrs[CHECKSUM_ATTR] = content_sha256(part.start, part.stop, list(part.ids), arrays)
     path = part_path(shard_dir, part.start, part.stop)
     with atomic_write(path, "wb") as out:
         out.write(buffer.getbuffer())
@@ -88,7 +110,7 @@ def read_part(path: Path, with_embeddings: bool = False) -> PartData:
 
 
 def part_problem(ref: PartRef, expected_ids: list[str], with_embeddings: bool) -> str | None:
-    """Why this part cannot be trusted, or None when it holds exactly the expected frames."""
+    """Why this part cannot be trusted, or None when it holds exactly the expected frames, unaltered."""
     try:
         with h5py.File(ref.path, "r") as handle:
             rows = ref.stop - ref.start
@@ -96,22 +118,22 @@ def part_problem(ref: PartRef, expected_ids: list[str], with_embeddings: bool) -
                 return "range attributes disagree with the file name"
             if handle["scores"].shape != (rows, 2) or handle["ids"].shape != (rows,):
                 return f"expected {rows} rows"
-            if with_embeddings and any(handle[name].shape[0] != rows for name in ("dna", "protein")):
+            embeddings = ("dna", "protein")
+            if with_embeddings and any(name not in handle or handle[name].shape[0] != rows for name in embeddings):
                 return "embeddings missing or short"
-            if list(handle["ids"].asstr()[:]) != expected_ids:
+            ids = list(handle["ids"].asstr()[:])
+            if ids != expected_ids:
                 return "ids differ from the prepared frames"
-    except (OSError, KeyError, ValueError) as error:
+            if CHECKSUM_ATTR not in handle.attrs:
+                return "no content checksum (written by an older virnucpro)"
+            arrays = {name: handle[name][:] for name in _ARRAYS if name in handle}
+            recorded = str(handle.attrs[CHECKSUM_ATTR])
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
         return f"unreadable ({error})"
+    actual = content_sha256(ref.start, ref.stop, ids, arrays)
+    if actual != recorded:
+        return f"content checksum mismatch (recorded sha256 {recorded[:12]}, content {actual[:12]}): altered on disk"
     return None
-
-
-def remove_temp_files(shard_dir: Path) -> int:
-    """Temporaries left by a killed writer (.<name>.<random>.tmp)."""
-    stale = list(shard_dir.glob(".*.tmp"))
-    for path in stale:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-    return len(stale)
 
 
 def done_path(shard_dir: Path) -> Path:

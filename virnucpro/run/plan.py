@@ -2,7 +2,9 @@
 shards, write the manifest.
 
 Idempotent: on an existing run directory it checks that input, models, chunk length, precision and the
-embedding choice are unchanged and returns the stored manifest (RunStateError naming what differs otherwise).
+embedding choice are unchanged and that the prepared files are those it planned, and returns the stored manifest
+(RunStateError naming what differs otherwise). Input and models are checked before anything is written; the run
+directory is held (run.session) while planning.
 """
 
 from __future__ import annotations
@@ -18,18 +20,23 @@ from typing import Callable
 
 import numpy as np
 
-from virnucpro.config import EnvConfig, PredictConfig
-from virnucpro.errors import InputError
+from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
+from virnucpro.errors import InputError, RunLockedError
 from virnucpro.io.mapped import iter_chunks
 from virnucpro.io.prep_files import FrameSource, build_index
-from virnucpro.run.checksums import ChecksumCache
+from virnucpro.models.precision import CPU_NUMERICS
+from virnucpro.run.checksums import ChecksumCache, check_prepared
 from virnucpro.run.dedup import plan_dedup, unique_source
+from virnucpro.run.lock import inspect_lock
 from virnucpro.run.manifest import Manifest, RunIdentity, check_resumable
 from virnucpro.run.models import MODEL_ROLES, resolve_models
 from virnucpro.run.multigpu import select_devices
 from virnucpro.run.options import RunOptions
-from virnucpro.run.rundir import RunDir, disk_errors
+from virnucpro.run.rundir import (LOCK, PREP_NAMES, RunDir, clear_results, disk_errors, remove_shard_files,
+                                  remove_stale_temps)
+from virnucpro.run.session import run_session
 from virnucpro.run.telemetry import Telemetry
+from virnucpro.run.validate import check_input, check_model_files
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +139,16 @@ def plan_frames(prep_dir: Path, dedup: bool, min_shards: int, options: RunOption
     return FramePlan(source.prepared_frames, tokens, shards, dedup, unique, frame_tokens)
 
 
-def run_identity(cfg: PredictConfig, env: EnvConfig, cache: ChecksumCache) -> RunIdentity:
-    if not Path(cfg.input).is_file():
-        raise InputError(cfg.input, "input file not found")
-    files = resolve_models(cfg, env)
+def effective_precision(engine: EngineConfig, gpus: int) -> str:
+    """The --precision mode that really computes: on the CPU every mode runs fp32 (models.precision.CPU_NUMERICS),
+    so a CPU run records fp32 and may be resumed with any --precision on the CPU."""
+    return CPU_NUMERICS.mode if engine.device == "cpu" or gpus == 0 else engine.precision
+
+
+def run_identity(cfg: PredictConfig, files: ModelPaths, precision: str, cache: ChecksumCache) -> RunIdentity:
     models = {role: cache.file_identity(Path(getattr(files, role))) for role in MODEL_ROLES}
-    identity = RunIdentity(cache.file_identity(Path(cfg.input)), cfg.chunk_length, models,
-                           cfg.engine.precision, cfg.save_embeddings, cfg.min_length)
+    identity = RunIdentity(cache.file_identity(Path(cfg.input)), cfg.chunk_length, models, precision,
+                           cfg.save_embeddings, cfg.min_length)
     cache.save()
     return identity
 
@@ -153,22 +163,39 @@ def plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus: int | None = None, min
              options: RunOptions | None = None, prepare: Prepare | None = None) -> Manifest:
     """Create or resume the run directory cfg.outdir and return its manifest.
 
-    gpus (default: the GPUs `predict` would use) only sets the minimum shard count of a new plan."""
+    gpus (default: the GPUs `predict` would use; 0 = the CPU) sets the minimum shard count of a new plan and the
+    precision that really runs."""
     options = options or RunOptions()
-    run = RunDir(cfg.outdir).create()
-    with disk_errors(run.root):
-        identity = run_identity(cfg, env, ChecksumCache(run.checksum_cache))
-        if run.manifest.exists():
-            existing = Manifest.load(run.manifest)
-            if not cfg.force_restart:
-                check_resumable(run.manifest, existing, identity)
-                return existing
-            log.warning("--force-restart: clearing %s", run.root)
-            run.clear_results()
-        if gpus is None:
-            gpus = sum(device.startswith("cuda") for device in select_devices(cfg.engine, cfg.gpus))
+    check_input(cfg.input)
+    files = resolve_models(cfg, env)
+    if gpus is None:
+        gpus = sum(device.startswith("cuda") for device in select_devices(cfg.engine, cfg.gpus))
+    if cfg.force_restart or not RunDir(cfg.outdir).manifest.exists():
+        check_model_files(files)  # before anything is written: a bad model never gets into a manifest
+    with run_session(cfg.outdir, "plan") as run, disk_errors(run.root):
+        cache = ChecksumCache(run.checksum_cache)
+        identity = run_identity(cfg, files, effective_precision(cfg.engine, gpus), cache)
+        existing = Manifest.load(run.manifest) if run.manifest.exists() else None
+        remove_stale_temps(run, tuple(existing.prep_files) if existing else ())
+        if existing is not None and not cfg.force_restart:
+            check_resumable(run.manifest, existing, identity)
+            check_prepared(run.prep, existing.prep_files, cache)
+            return existing
+        if existing is not None:
+            refuse_busy_shards(run)
+            log.warning("--force-restart: removing this run's prepared files, parts and outputs in %s", run.root)
+            clear_results(run, tuple(existing.prep_files))
         return _plan_new(run, cfg, identity, max(min_shards, shards_for_gpus(gpus)), options,
-                         prepare or functools.partial(default_prepare, min_length=cfg.min_length))
+                         prepare or functools.partial(default_prepare, min_length=cfg.min_length), cache)
+
+
+def refuse_busy_shards(run: RunDir) -> None:
+    """--force-restart never deletes parts under a live process (a SLURM task, another predict)."""
+    for shard_dir in run.shard_dirs():
+        state = inspect_lock(shard_dir / LOCK)
+        if state is not None and state.alive:
+            who = state.holder.describe() if state.holder else "another process"
+            raise RunLockedError(f"{shard_dir}: being scored by {who}; stop it before --force-restart")
 
 
 def shards_for_gpus(gpus: int) -> int:
@@ -179,10 +206,11 @@ def shards_for_gpus(gpus: int) -> int:
 
 
 def _plan_new(run: RunDir, cfg: PredictConfig, identity: RunIdentity, min_shards: int, options: RunOptions,
-              prepare: Prepare) -> Manifest:
-    telemetry = Telemetry(run.telemetry)
-    shutil.rmtree(run.shards, ignore_errors=True)  # parts of an unfinished earlier plan are meaningless now
-    run.shards.mkdir(parents=True, exist_ok=True)
+              prepare: Prepare, cache: ChecksumCache) -> Manifest:
+    telemetry = Telemetry(run.create().telemetry)
+    for shard_dir in run.shard_dirs():  # parts of an unfinished earlier plan are meaningless now
+        remove_shard_files(shard_dir)
+    before = _listing(run.prep)
     with telemetry.stage("prep"):
         prepare(Path(cfg.input), run.prep, cfg.chunk_length)
     options.on_event("prep")
@@ -190,10 +218,22 @@ def _plan_new(run: RunDir, cfg: PredictConfig, identity: RunIdentity, min_shards
         build_index(run.prep)
     options.on_event("index")
     plan = plan_frames(run.prep, cfg.dedup, min_shards, options, telemetry)
+    after = _listing(run.prep)
+    written = sorted(name for name, inode in after.items() if before.get(name) != inode or name in PREP_NAMES)
     manifest = Manifest(identity, plan.frames, plan.tokens, plan.shards, dedup=plan.dedup,
                         unique_frames=plan.unique_frames, frame_tokens=plan.frame_tokens,
-                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        prep_files={name: cache.sha256(run.prep / name) for name in written})
+    cache.save()
     options.on_event("plan")
     manifest.save(run.manifest)  # last: its presence means prep and index are complete
     log.info("planned %d frames (%d tokens) in %d shards", manifest.scored_frames, manifest.tokens, len(plan.shards))
     return manifest
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Visible files in `folder` -> inode (an atomic write gives a file a new inode: that is how prep's own files
+    are told from anything else in the folder)."""
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.stat().st_ino for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}

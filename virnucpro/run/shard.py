@@ -16,16 +16,16 @@ from typing import Callable
 
 import numpy as np
 
-from virnucpro.errors import RunStateError
+from virnucpro.errors import RunStateError, plain_line
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.dedup import scoring_source
+from virnucpro.run.lock import hold_lock
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.numerics import record_numerics
 from virnucpro.run.options import RunOptions
-from virnucpro.run.parts import (PartData, PartRef, is_done, list_parts, part_problem, remove_temp_files,
-                                 write_done, write_part)
-from virnucpro.run.rundir import RunDir, disk_errors
-from virnucpro.run.telemetry import Telemetry
+from virnucpro.run.parts import PartData, PartRef, is_done, list_parts, part_problem, write_done, write_part
+from virnucpro.run.rundir import HEARTBEAT, LOCK, RunDir, disk_errors, remove_temp_files
+from virnucpro.run.telemetry import Heartbeat, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,9 @@ def _ids(source: FrameSource, start: int, stop: int) -> list[str]:
 
 
 def verified_parts(shard_dir: Path, source: FrameSource, start: int, stop: int, with_embeddings: bool) -> list[PartRef]:
-    """Parts that hold exactly their prepared frames, non-overlapping, in order; bad or redundant ones are deleted."""
+    """Parts that hold exactly their prepared frames, unaltered (content sha256), non-overlapping, in order; bad or
+    redundant ones are deleted with a warning naming the part and why. The one place that decides whether a part
+    is trusted (resume and aggregation)."""
     kept, covered = [], start
     for ref in list_parts(shard_dir):
         inside = start <= ref.start < ref.stop <= stop
@@ -54,7 +56,7 @@ def verified_parts(shard_dir: Path, source: FrameSource, start: int, stop: int, 
         if problem is None:
             problem = part_problem(ref, _ids(source, ref.start, ref.stop), with_embeddings)
         if problem:
-            log.warning("%s: %s; redoing it", ref.path, problem)
+            log.warning("%s: %s; deleted, it will be scored again", ref.path, plain_line(problem))
             ref.path.unlink(missing_ok=True)
             continue
         kept.append(ref)
@@ -136,9 +138,11 @@ class PartBuffer:
         return part
 
 
-def _score_gap(scorer, source, gap, shard_start, keep, options, writer, progress) -> int:
+def _score_gap(scorer, source, gap, shard_start, keep, options, writer, progress, device) -> int:
     buffer, cursor = PartBuffer(options), gap[0]
     block_frames = max(1, min(options.block_frames, options.part_frames))
+    if device == "cpu":
+        block_frames = min(block_frames, options.cpu_block_frames)
     for block in scorer.score_range(source, gap[0], gap[1], keep_embeddings=keep, block_frames=block_frames,
                                     grid_start=shard_start):
         if block.start != cursor:
@@ -156,10 +160,12 @@ def _score_gap(scorer, source, gap, shard_start, keep, options, writer, progress
     return gap[1] - gap[0]
 
 
-def _part_logger(telemetry: Telemetry, index: int, device: str, source: FrameSource, scorer) -> Callable:
+def _part_logger(telemetry: Telemetry, index: int, device: str, source: FrameSource, scorer,
+                 beat: Heartbeat) -> Callable:
     last = {"time": time.perf_counter()}
 
     def on_written(part: PartData, write_seconds: float) -> None:
+        beat.checkpointed(len(part.ids))
         now = time.perf_counter()
         seconds, last["time"] = now - last["time"], now
         tokens = int(source.aa_lengths[part.start:part.stop].sum()) + 2 * len(part.ids)
@@ -173,17 +179,21 @@ def _part_logger(telemetry: Telemetry, index: int, device: str, source: FrameSou
 
 def run_shard(rundir, index: int, scorer, *, options: RunOptions | None = None, device: str = "cpu",
               progress: Progress | None = None) -> ShardResult:
-    """Score shard `index` of the run in `rundir` with a loaded scorer; idempotent and resumable."""
+    """Score shard `index` of the run in `rundir` with a loaded scorer; idempotent and resumable. Holds the shard's
+    lock meanwhile (RunLockedError when another live process scores it)."""
     options = options or RunOptions()
     run = RunDir(rundir)
     manifest = Manifest.load(run.manifest)
-    start, stop, _tokens = manifest.shard(index)
+    manifest.shard(index)
     shard_dir = run.shard_dir(index)
     if is_done(shard_dir):
         return ShardResult(index, 0, skipped=True)
     with disk_errors(run.root):
         shard_dir.mkdir(parents=True, exist_ok=True)
-        return _run_pending(run, manifest, index, scorer, options, device, progress or (lambda f, t: None))
+        with hold_lock(shard_dir / LOCK, f"shard {index}", f"shard {index} of {run.root}"):
+            if is_done(shard_dir):  # finished by the process that held the lock before us
+                return ShardResult(index, 0, skipped=True)
+            return _run_pending(run, manifest, index, scorer, options, device, progress or (lambda f, t: None))
 
 
 def _run_pending(run, manifest, index, scorer, options, device, progress) -> ShardResult:
@@ -200,17 +210,22 @@ def _run_pending(run, manifest, index, scorer, options, device, progress) -> Sha
     if changed := record_numerics(shard_dir, (getattr(scorer, "identity", None) or {}).get("numerics"), bool(parts)):
         telemetry.event("numerics_changed", shard=index, fields=changed)
     started = time.perf_counter()
-    writer = PartWriter(shard_dir, options, _part_logger(telemetry, index, device, source, scorer))
     scored = 0
-    try:
-        for gap in gaps:
-            scored += _score_gap(scorer, source, gap, start, keep, options, writer, progress)
-    finally:
-        writer.close()
-    if missing_ranges(start, stop, list_parts(shard_dir)):
-        raise RunStateError(f"{shard_dir}: parts do not cover frames {start}-{stop} after scoring")
-    seconds = time.perf_counter() - started
-    write_done(shard_dir, {"frames": stop - start, "scored_now": scored, "seconds": round(seconds, 3), "device": device})
-    telemetry.event("shard_done", shard=index, device=device, frames=stop - start, scored=scored, seconds=round(seconds, 3))
+    with Heartbeat(shard_dir / HEARTBEAT, index, device, (stop - start) - sum(b - a for a, b in gaps)) as beat:
+        on_written = _part_logger(telemetry, index, device, source, scorer, beat)
+        writer = PartWriter(shard_dir, options, on_written)
+        pulse = lambda frames, tokens: (beat.advance(frames, tokens), progress(frames, tokens))  # noqa: E731
+        try:
+            for gap in gaps:
+                scored += _score_gap(scorer, source, gap, start, keep, options, writer, pulse, device)
+        finally:
+            writer.close()
+        if missing_ranges(start, stop, list_parts(shard_dir)):
+            raise RunStateError(f"{shard_dir}: parts do not cover frames {start}-{stop} after scoring")
+        seconds = time.perf_counter() - started
+        write_done(shard_dir, {"frames": stop - start, "scored_now": scored, "seconds": round(seconds, 3),
+                               "device": device})
+    telemetry.event("shard_done", shard=index, device=device, frames=stop - start, scored=scored,
+                    seconds=round(seconds, 3))
     options.on_event("shard-done")
     return ShardResult(index, scored, skipped=False)
