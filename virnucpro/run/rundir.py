@@ -98,6 +98,8 @@ class RunDir:
     def compile_cache(self) -> Path:
         """Compiled GPU kernels, shared by every task and resume of the run (the start-up they save, issue 16)."""
         return self.root / "cache" / "compile"
+
+    @property
     def marker(self) -> Path:
         return self.root / MARKER
 
