@@ -3,11 +3,13 @@
 `iter_scored` verifies every part against the prepared frames (it reads and decodes them), about as much work
 per frame as writing all the outputs; in a forked reader the two overlap on two cores (what a SLURM aggregation
 job gets by default). The pipe holds about one part, so memory stays bounded. The reader's errors are raised
-here with their class and message; if this process dies, the reader's next send fails and it exits.
+here with their class and message, and its log records (e.g. a part found altered and deleted) are logged here,
+once, through this process's handlers; if this process dies, the reader's next send fails and it exits.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import pickle
 from typing import Callable, Iterator
@@ -48,11 +50,29 @@ def _received(receiver) -> Iterator[PartData]:
             return
         if kind == "part":
             yield payload
+        elif kind == "log":
+            logging.getLogger(payload.name).handle(payload)
         else:
             raise _rebuilt(kind, payload)
 
 
+class _ForwardedLog(logging.Handler):
+    """The reader's log records, sent to the consumer to be logged there (its handlers, its log file, once)."""
+
+    def __init__(self, sender):
+        super().__init__()
+        self.sender = sender
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record.msg, record.args, record.exc_info, record.exc_text = record.getMessage(), None, None, None
+        try:
+            self.sender.send(("log", record))
+        except (OSError, ValueError):
+            pass  # the consumer is gone: nobody to tell
+
+
 def _read(source: PartSource, sender) -> None:
+    logging.getLogger().handlers = [_ForwardedLog(sender)]
     try:
         for part in source():
             sender.send(("part", part))
