@@ -321,5 +321,6 @@ def test_a_run_prepared_without_the_sequence_table_is_refused_with_one_line(run,
     (run / "prep" / "sequences.tsv").unlink()
     before = snapshot(run)
     assert call(run, "--min-score", "0.9") == 4
-    assert "sequences.tsv: missing" in capsys.readouterr().err.strip().splitlines()[-1]
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "sequences.tsv" in line and "missing" in line and "--force-restart" in line, line
     assert snapshot(run) == before

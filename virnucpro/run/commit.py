@@ -33,7 +33,8 @@ class OutputBatch:
         target = atomic_path(self.folder / name)
         self._targets[name] = target
         encoding = None if "b" in mode else "utf-8"
-        self._handles[name] = open(target.tmp, mode, encoding=encoding, newline=None if encoding is None else "\n")
+        handle = open(target.tmp, mode, encoding=encoding, newline=None if encoding is None else "\n")
+        self._handles[name] = _Named(handle, self.folder / name)
         return self._handles[name]
 
     def commit(self, before_each: Callable[[str], None] = lambda name: None) -> list[str]:
@@ -61,3 +62,32 @@ class OutputBatch:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.discard()
+
+
+class _Named:
+    """A file whose write errors name the output (a failed write() names no file: disk full must say which)."""
+
+    def __init__(self, handle: IO, path: Path):
+        self._handle, self._path = handle, path
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def _named(self, call, *args):
+        try:
+            return call(*args)
+        except OSError as error:
+            error.filename = error.filename or str(self._path)
+            raise
+
+    def write(self, data):
+        return self._named(self._handle.write, data)
+
+    def writelines(self, lines):
+        return self._named(self._handle.writelines, lines)
+
+    def flush(self):
+        return self._named(self._handle.flush)
+
+    def close(self):
+        return self._named(self._handle.close)
