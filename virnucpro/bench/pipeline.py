@@ -26,6 +26,7 @@ from virnucpro.bench.workloads import ESM_SHAPES, esm_flops_per_token, stop_free
 from virnucpro.config import EngineConfig, PredictConfig
 from virnucpro.engine.loading import ESM_TOKEN_BUDGET
 from virnucpro.io.prep_files import FrameSource
+from virnucpro.run.manifest import Manifest
 from virnucpro.run.options import RunOptions
 from virnucpro.run.pipeline import predict_run
 from virnucpro.run.plan import plan_run
@@ -41,9 +42,10 @@ def time_pipeline(args, env, device) -> list[Measurement]:
     files = write_random_checkpoints(work / "models", device, args.dnabert_tokenizer)  # outside every timing
     read_length, chunk_length = READ_LENGTHS[args.pipeline_workload]
     reads = work / "reads.fasta"
-    stop_free_reads(reads, args.pipeline_reads, length=read_length)
+    stop_free_reads(reads, args.pipeline_reads, length=read_length, duplicates=args.dedup_fraction)
     cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=chunk_length, models=files,
-                        engine=EngineConfig(device=device.type, token_budget=args.token_budget), gpus=1)
+                        engine=EngineConfig(device=device.type, token_budget=args.token_budget), gpus=1,
+                        dedup=not args.no_dedup)
     with UtilisationSampler(device) as sampler:
         seconds = timed(lambda: predict_run(cfg, env, options=RunOptions(part_frames=PART_FRAMES)), device)
     whole = _whole_measurement(cfg.outdir, args.pipeline_workload, seconds, sampler.busy)
@@ -62,6 +64,8 @@ def _whole_measurement(rundir: Path, workload: str, seconds: float, busy) -> Mea
     m = Measurement("whole predict", "3B", workload, len(lengths), tokens, seconds,
                     esm_flops_per_token(layers, dim, mean_len), busy)
     m.details.update(timeline(rundir))
+    manifest = Manifest.load(RunDir(rundir).manifest)  # tokens above: of every frame; computed: without repeats
+    m.details.update(dedup=manifest.dedup, frames_scored=manifest.scored_frames, tokens_computed=manifest.tokens)
     return m
 
 
@@ -135,4 +139,5 @@ def _print(whole: Measurement, esm_only: Measurement) -> None:
     d = whole.details
     print(f"  3B    {whole.workload:10s} whole predict {whole.tokens_per_s:12,.0f} ESM tokens/s "
           f"({d['vs_esm_only_whole']:.2f}x ESM-only {esm_only.tokens_per_s:,.0f}); steady state "
-          f"{d['steady_tokens_per_s']:,.0f} ({d['vs_esm_only_steady']:.2f}x); stages {d['stages_s']}", flush=True)
+          f"{d['steady_tokens_per_s']:,.0f} ({d['vs_esm_only_steady']:.2f}x); stages {d['stages_s']}; ESM tokens "
+          f"computed {d['tokens_computed']:,} of {whole.tokens:,} (dedup {d['dedup']})", flush=True)

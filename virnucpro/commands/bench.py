@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     parser.add_argument("--pipeline-reads", type=int, default=32768, help="reads for --pipeline")
     parser.add_argument("--pipeline-workload", choices=("reads150", "reads250", "chunks500"), default="reads150",
                         help="read length of --pipeline (150/250 bp reads: 300 bp chunks; chunks500: 500 bp reads)")
+    parser.add_argument("--dedup-fraction", type=float, default=0.0,
+                        help="--pipeline: this fraction of the reads are exact copies of earlier ones")
+    parser.add_argument("--no-dedup", action="store_true", help="--pipeline: score every frame, repeats too")
     parser.add_argument("--scaling", default="", help="whole predict on these GPU counts, e.g. 1,2,4")
     parser.add_argument("--scaling-reads", type=int, default=32768, help="500 bp reads for --scaling")
     parser.add_argument("--json", default=None, help="write all measurements to this JSON file")
