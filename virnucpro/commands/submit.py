@@ -20,7 +20,7 @@ from virnucpro.run.calls import save_settings
 from virnucpro.run.models import resolve_models
 from virnucpro.run.plan import plan_run
 from virnucpro.run.recall import settings_with
-from virnucpro.run.rundir import RunDir
+from virnucpro.run.rundir import RunDir, claim
 from virnucpro.slurm.jobs import JobsFile, PlanRequest, SlurmError, jobs_path
 from virnucpro.slurm.pending import refuse_active_jobs, submit_pending
 from virnucpro.slurm.profile import PREP_JOB_CHOICES, SlurmProfile, load_profile, size_to_bytes, with_overrides
@@ -88,7 +88,7 @@ def handle(args, env: EnvConfig) -> int:
             refuse_active_jobs(cfg.outdir)  # never wipe shards under running jobs
         if prep_in_a_job(cfg, profile):
             check_submittable(cfg, env)
-            RunDir(cfg.outdir).create()
+            claim(RunDir(cfg.outdir))  # marked as a run directory before its prep job plans it there
             record_consensus_format(args, cfg.outdir)
             submission = submit_prep_job(cfg.outdir, PlanRequest(cfg, size), cfg.engine, profile, on_event=None)
         else:

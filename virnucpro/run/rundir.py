@@ -53,8 +53,9 @@ HEARTBEAT = "heartbeat.json"
 RUN_STATE_NAMES = ("manifest.json", "telemetry.jsonl", "checksums.json")
 PREP_NAMES = (CHUNKED, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, SEQUENCES, LEGACY_INDEX)
 PREP_FOLDERS = (INDEX_DIR, DEDUP_UNIQUE, DEDUP_MAP)  # memory-mapped arrays, removed whole
-# What a run directory made by an earlier virnucpro (before MARKER existed) holds when it died before its manifest.
-_UNMARKED_RUN_ENTRIES = {"prep", "shards", "logs", "telemetry.jsonl", "checksums.json", "manifest.json"}
+# What a run directory holds when it has no MARKER yet: made by an earlier virnucpro (before MARKER existed) that died
+# before its manifest, or created by `submit` for a prep job of its own (slurm/).
+_UNMARKED_RUN_ENTRIES = {"prep", "shards", "logs", "slurm", "telemetry.jsonl", "checksums.json", "manifest.json"}
 _SHARD_FILE = re.compile(r"^(part-\d+-\d+\.h5|\.done|\.lock|heartbeat\.json|numerics\.json)$")
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")  # io.atomic's temporary names
 

@@ -21,7 +21,7 @@ from virnucpro.errors import VirNucProError
 from virnucpro.io.atomic import write_text_atomic
 from virnucpro.run.options import RunOptions, ignore_event
 from virnucpro.run.plan import plan_run
-from virnucpro.run.rundir import RunDir, attach_log_file
+from virnucpro.run.rundir import RunDir, attach_log_file, claim
 from virnucpro.run.status import pending_shards
 from virnucpro.slurm.jobs import PlanRequest, SlurmError, Submission, logs_folder, prep_error_path, record_submission
 from virnucpro.slurm.profile import SlurmProfile
@@ -51,7 +51,9 @@ class PrepTask:
         configure_logging()
         env = EnvConfig.from_environ()
         rundir = Path(self.rundir)
-        attach_log_file(RunDir(rundir).create(), "prep")
+        run = RunDir(rundir)
+        claim(run)  # `submit` marked it a run directory already; a prep job submitted on its own marks it here
+        attach_log_file(run.create(), "prep")
         prep_error_path(rundir).unlink(missing_ok=True)
         size = self.request.size
         options = replace(RunOptions.from_env(env, on_event=self.on_event or ignore_event), shard_tokens=size.tokens,
