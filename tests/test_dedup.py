@@ -22,6 +22,7 @@ import pytest
 from doubles import ContentHashScorerFactory, fake_model_files
 from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
 from virnucpro.io.prep_files import FrameSource, build_index
+from virnucpro.io.mapped import scratch_array
 from virnucpro.outputs.results import read_prediction_results
 from virnucpro.run import aggregate, predict_run
 from virnucpro.run.dedup import plan_dedup, unique_of_frames, unique_source
@@ -182,6 +183,8 @@ def test_iter_scored_fans_out_every_frame_in_prep_order(tmp_path, duplicated_inp
     monkeypatch.setattr(scored, "FANOUT_FRAMES", 7)  # many batches, each needing parts of several shards
     dedup, _ = run_with(tmp_path, duplicated_input, "dedup", dedup=True)
     run = RunDir(dedup)
+    killed = scratch_array(dedup, scored._SCRATCH, np.int64, (4,))  # entered, never left: as a SIGKILL leaves it
+    killed.__enter__()
     batches = list(iter_scored(run, Manifest.load(run.manifest), with_embeddings=True))
     ids = [frame_id for batch in batches for frame_id in batch.ids]
     assert ids == read_prediction_results(dedup / PREDICTIONS)[0] == FrameSource(run.prep).ids(0, len(ids))
@@ -191,7 +194,7 @@ def test_iter_scored_fans_out_every_frame_in_prep_order(tmp_path, duplicated_inp
     by_text: dict = {}
     for pair, score in zip(pairs, scores):  # identical frames carry identical scores, distinct ones their own
         assert np.array_equal(by_text.setdefault(pair, score), score)
-    assert not list(dedup.glob(".fanout*"))
+    assert not [path.name for path in dedup.iterdir() if path.name.endswith(".tmp")]
 
 
 def test_calls_with_the_tiny_real_models_equal_a_run_without_dedup(tmp_path, duplicated_input):

@@ -196,6 +196,19 @@ def test_force_restart_removes_only_the_runs_own_files(planned, env, tmp_path):
     assert (cfg.outdir / "prep" / "chunked.fasta").exists()  # prepared again, for chunk length 300
 
 
+def test_force_restart_clears_temporaries_of_a_killed_writer_files_and_folders(planned, env, tmp_path):
+    """A kill while an index folder was being written left `.frames.index.<random>.tmp/`: clearing crashed on it."""
+    cfg, _ = planned
+    stale_folder = cfg.outdir / "prep" / ".frames.index.k1ll3d.tmp"
+    stale_folder.mkdir(parents=True)
+    (stale_folder / "ids.npy").write_bytes(b"half")
+    stale_file = cfg.outdir / ".fanout.k1ll3d.tmp"  # an aggregation's scratch table
+    stale_file.write_bytes(b"half")
+    forced = config(tmp_path, cfg.input, chunk_length=300, force_restart=True)
+    plan_run(forced, env, gpus=1, options=OPTIONS)
+    assert not stale_folder.exists() and (cfg.outdir / "prep" / "chunked.fasta").exists()
+
+
 def swap_scores(part: Path, rows: int = 10) -> None:
     """Swap score1/score2 in the first rows: the file stays valid HDF5 with the right ids."""
     import h5py

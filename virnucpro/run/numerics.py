@@ -13,9 +13,10 @@ import logging
 from pathlib import Path
 
 from virnucpro.io.atomic import write_text_atomic
+from virnucpro.run.rundir import NUMERICS
 
 log = logging.getLogger(__name__)
-NUMERICS_FILE = "numerics.json"
+NUMERICS_FILE = NUMERICS
 
 
 def record_numerics(shard_dir: Path, numerics: dict | None, has_parts: bool) -> list[str]:

@@ -23,11 +23,11 @@ import h5py
 import numpy as np
 
 from virnucpro.io.atomic import atomic_write, write_text_atomic
+from virnucpro.run.rundir import DONE
 
 log = logging.getLogger(__name__)
 
 _PART_NAME = re.compile(r"^part-(\d+)-(\d+)\.h5$")
-DONE = ".done"
 
 
 @dataclass

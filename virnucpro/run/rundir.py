@@ -49,6 +49,8 @@ OUTPUT_NAMES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, EMBEDDINGS, NONFINITE, VIRA
 MARKER = ".virnucpro-run"
 LOCK = ".lock"
 HEARTBEAT = "heartbeat.json"
+DONE = ".done"  # a shard's last file: every part is on disk
+NUMERICS = "numerics.json"  # what scored a shard's parts (run.numerics)
 # Written by the run itself, besides OUTPUT_NAMES and the prep files recorded in the manifest.
 RUN_STATE_NAMES = ("manifest.json", "telemetry.jsonl", "checksums.json")
 PREP_NAMES = (CHUNKED, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, SEQUENCES, LEGACY_INDEX)
@@ -56,7 +58,7 @@ PREP_FOLDERS = (INDEX_DIR, DEDUP_UNIQUE, DEDUP_MAP)  # memory-mapped arrays, rem
 # What a run directory holds when it has no MARKER yet: made by an earlier virnucpro (before MARKER existed) that died
 # before its manifest, or created by `submit` for a prep job of its own (slurm/).
 _UNMARKED_RUN_ENTRIES = {"prep", "shards", "logs", "slurm", "telemetry.jsonl", "checksums.json", "manifest.json"}
-_SHARD_FILE = re.compile(r"^(part-\d+-\d+\.h5|\.done|\.lock|heartbeat\.json|numerics\.json)$")
+_SHARD_FILE = re.compile(r"^(part-\d+-\d+\.h5|" + "|".join(re.escape(name) for name in (DONE, LOCK, HEARTBEAT, NUMERICS)) + ")$")
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")  # io.atomic's temporary names
 
 
@@ -176,7 +178,10 @@ def remove_temp_files(folder: Path, owned: tuple[str, ...] | None = None) -> int
     """Temporaries of killed writers (`.<name>.<random>.tmp`) in `folder`: of the names in `owned`, or all."""
     stale = [p for p in (folder.iterdir() if folder.is_dir() else ()) if _is_temp_of(p.name, owned)]
     for path in stale:
-        _unlink(path)
+        if path.is_dir():  # an array folder under construction (io.mapped.ArrayFolderWriter)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _unlink(path)
     return len(stale)
 
 

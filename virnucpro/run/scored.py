@@ -18,11 +18,13 @@ from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.dedup import scoring_source, unique_of_frames
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.parts import PartData, done_path, read_part
-from virnucpro.run.rundir import RunDir
+from virnucpro.run.rundir import RunDir, remove_temp_files
 from virnucpro.run.shard import missing_ranges, verified_parts
 
 FANOUT_FRAMES = 1 << 16  # prepared frames per batch yielded by a de-duplicated run
-_SCRATCH = ".fanout"  # prefix of the temporary tables of distinct frames (memory-mapped, in the run directory)
+# Temporary tables of distinct frames (memory-mapped, in the run directory): scratch_array names them
+# `.fanout.<random>.tmp`, which remove_temp_files knows as temporaries of "fanout".
+_SCRATCH = "fanout"
 
 
 def _shard_parts(run: RunDir, index: int, manifest: Manifest, source: FrameSource) -> list:
@@ -95,8 +97,7 @@ class _DistinctTable:
 def _fanned_out(run: RunDir, manifest: Manifest, computed: Iterator[PartData], with_embeddings: bool):
     prepared = FrameSource(run.prep)
     unique_of = unique_of_frames(run.prep)
-    for stale in run.root.glob(f"{_SCRATCH}.*.tmp"):  # left by a killed aggregation
-        stale.unlink(missing_ok=True)
+    remove_temp_files(run.root, (_SCRATCH,))  # left by a killed aggregation
     with contextlib.ExitStack() as stack:
         table = _DistinctTable(run, manifest.unique_frames, stack)
         for start, stop in iter_chunks(manifest.frames, FANOUT_FRAMES):
