@@ -53,7 +53,8 @@ def measure_variant(variant, ctx, args) -> dict:
     row = {"variant": variant.mode, "esm": variant.esm.describe(), "dnabert": variant.dnabert.describe(),
            "build_s": round(built, 2), "first_pass_s": round(first_pass, 2), "second_pass_s": round(second_pass, 2),
            "rerun_identical": bool(torch.equal(features, features2)),
-           **fidelity.compare(ctx["reference"], features, ctx["classifiers"]).as_dict()}
+           **fidelity.compare(ctx["reference"], fidelity.features_per_classifier(
+               models, ctx["source"], ctx["env"], ctx["classifiers"], first=features), ctx["classifiers"]).as_dict()}
     del features, features2
     scale = 1 if variant.esm.half else 4
     row["esm_tokens_per_s"] = {w: round(speed(models.esm, mean_pool_residues, ctx["proteins"][w][: args.sequences // scale],

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-PROMISES = {"fp16": 0.998, "accurate": 0.998, "fp32": 0.9995, "bf16": 0.985}  # mean agreement over classifiers
+PROMISES = {"fp16": 0.998, "accurate": 0.9995, "fp32": 0.9995, "bf16": 0.985}  # mean agreement over classifiers
 # A flipped call's reference margin, as a fraction of the median |virus - others| logit margin: within a tenth for
 # fp16 and better; bf16's coarser rounding reached 0.14 on this set (H200, docs/benchmarks.md).
 NEAR_BOUNDARY = {"fp16": 0.1, "accurate": 0.1, "fp32": 0.1, "bf16": 0.2}
@@ -57,10 +57,12 @@ def test_precision_mode_keeps_its_promise(oracle, mode):
     env = EnvConfig.from_environ({})
     fidelity.engine_features(models, oracle["source"], env, stop=512)  # compiles, allocates
     started = time.perf_counter()
-    features = fidelity.engine_features(models, oracle["source"], env)
+    features, stats = fidelity.engine_pass(models, oracle["source"], env)
     seconds = time.perf_counter() - started
-    agreement = fidelity.compare(oracle["reference"], features, oracle["classifiers"])
-    report = {**agreement.as_dict(), "engine_esm_tokens_per_s": oracle["tokens"] / seconds}
+    per_classifier = fidelity.features_per_classifier(models, oracle["source"], env, oracle["classifiers"], features)
+    agreement = fidelity.compare(oracle["reference"], per_classifier, oracle["classifiers"])
+    report = {**agreement.as_dict(), "engine_esm_tokens_per_s": oracle["tokens"] / seconds,
+              "rechecked_frames": stats.rechecked_frames}
     _save(oracle["report"], mode, report)
     assert agreement.agreement >= PROMISES[mode], report
     assert all(abs(m) < NEAR_BOUNDARY[mode] * agreement.margin_abs_median

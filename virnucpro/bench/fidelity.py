@@ -14,7 +14,7 @@ frames sit near the decision boundary. Several classifiers (seeds) are used and 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,13 +100,33 @@ def calibrated_classifier(features: torch.Tensor, seed: int) -> MLPClassifier:
 
 def engine_features(models, source: FrameSource, env, stop: int | None = None) -> torch.Tensor:
     """[n, 768 + 2560] fp32 features of frames [0, stop) exactly as the engine hands them to the classifier."""
+    return engine_pass(models, source, env, stop)[0]
+
+
+def engine_pass(models, source: FrameSource, env, stop: int | None = None):
+    """(engine_features, the engine's EngineStats) of one pass."""
     from virnucpro.config import EngineConfig
     from virnucpro.engine.scorer import Scorer
 
     scorer = Scorer(models, EngineConfig(device=str(models.device)), env)
     blocks = list(scorer.score_range(source, 0, len(source) if stop is None else stop, keep_embeddings=True))
     rows = np.concatenate([np.concatenate([b.dna, b.protein], 1) for b in blocks])
-    return torch.from_numpy(rows).to(models.device)
+    return torch.from_numpy(rows).to(models.device), scorer.stats
+
+
+def features_per_classifier(models, source: FrameSource, env, classifiers, first: torch.Tensor | None = None):
+    """The engine's features as each classifier gets them: with a recheck margin the frames computed again in fp32
+    depend on the classifier (its margins), so the engine runs once per classifier; otherwise once for all.
+    `first`: features already computed with classifiers[0]."""
+    first = engine_features(models, source, env) if first is None else first
+    if not models.numerics.recheck_margin:
+        return [first] * len(classifiers)
+    return [first] + [engine_features(with_classifier(models, c), source, env) for c in classifiers[1:]]
+
+
+def with_classifier(models, classifier):
+    reference = None if models.reference is None else replace(models.reference, classifier=classifier)
+    return replace(models, classifier=classifier, reference=reference)
 
 
 @dataclass
@@ -124,10 +144,12 @@ class Agreement:
         return dict(vars(self))
 
 
-def compare(reference: torch.Tensor, features: torch.Tensor, classifiers, dna_dim: int = 768) -> Agreement:
+def compare(reference: torch.Tensor, features: torch.Tensor | list, classifiers, dna_dim: int = 768) -> Agreement:
+    """Calls of each classifier on `features` (one tensor, or one per classifier) against the reference's."""
+    per_classifier = features if isinstance(features, list) else [features] * len(classifiers)
     agreements, flips, flipped, medians, errors = [], 0, [], [], []
     with torch.inference_mode():
-        for classifier in classifiers:
+        for classifier, features in zip(classifiers, per_classifier):
             expected = score(classifier, reference).argmax(1)
             got = score(classifier, features).argmax(1)
             ref_margin, got_margin = (_margin(classifier, x) for x in (reference, features))
@@ -137,6 +159,7 @@ def compare(reference: torch.Tensor, features: torch.Tensor, classifiers, dna_di
             flipped += [round(float(ref_margin[i]), 5) for i in changed]
             medians.append(float(ref_margin.abs().median()))
             errors.append(float((got_margin - ref_margin).abs().max()))
+    features = per_classifier[0]
     cosine = lambda cols: float(torch.nn.functional.cosine_similarity(features[:, cols], reference[:, cols]).min())  # noqa: E731
     return Agreement(len(reference), float(np.mean(agreements)), float(min(agreements)), flips,
                      {"dnabert": cosine(slice(0, dna_dim)), "esm": cosine(slice(dna_dim, None))},
@@ -183,5 +206,10 @@ def build_models(variant: Numerics, fair, dnabert_folder, classifier, device, fu
     esm = ours_from_fairesm(fair, ESM_SHAPES["3B"], device, budget_fuse=fuse, precision=variant.esm)
     dnabert = load_dnabert(dnabert_folder, device, variant.dnabert)
     dnabert.fuse_elementwise(fuse)
-    return LoadedModels(device, variant, esm, dnabert, classifier, DnaTokenizer(dnabert_folder),
-                        ProteinTokenizer(), {"bench": variant.mode}, (ESM_TOKEN_BUDGET, DNABERT_TOKEN_BUDGET))
+    models = LoadedModels(device, variant, esm, dnabert, classifier, DnaTokenizer(dnabert_folder),
+                          ProteinTokenizer(), {"bench": variant.mode}, (ESM_TOKEN_BUDGET, DNABERT_TOKEN_BUDGET))
+    if variant.recheck_margin:  # as load_models: fp32 encoders from the same fp32 weights
+        fp32 = PRECISION_MODES["fp32"]
+        models.reference = replace(models, numerics=fp32, dnabert=load_dnabert(dnabert_folder, device, fp32.dnabert),
+                                   esm=ours_from_fairesm(fair, ESM_SHAPES["3B"], device, False, fp32.esm))
+    return models

@@ -40,6 +40,7 @@ class LoadedModels:
     protein_tokenizer: ProteinTokenizer
     identity: dict
     token_budgets: tuple[int, int]
+    reference: "LoadedModels | None" = None  # fp32 models from the files' own weights, for a recheck margin
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -81,8 +82,7 @@ def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
         use_compile_cache(engine.compile_cache)
     numerics = resolve_numerics(engine.precision, device)
     numerics.apply_global_settings()
-    esm = load_esm2(paths.esm, device, numerics.esm, attention=engine.attention)
-    dnabert = load_dnabert(paths.dnabert, device, numerics.dnabert, attention=engine.attention)
+    esm, dnabert, reference = _load_encoders(paths, engine, numerics, device)
     features = dnabert.hidden_size + esm.embed_dim
     classifier = load_classifier(paths.classifier, device, expected_input_dim=features)
     fuse = engine.fuse and device.type == "cuda" and not engine.compile
@@ -103,8 +103,24 @@ def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
     log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; token budgets %d (ESM) %d (DNABERT)",
              device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
              dnabert.hidden_size, *budgets)
-    return LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
-                        ProteinTokenizer(), identity, budgets)
+    loaded = LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
+                          ProteinTokenizer(), identity, budgets)
+    if reference is not None:
+        loaded.reference = replace(loaded, numerics=replace(PRECISION_MODES["fp32"], mode=f"{numerics.mode} recheck"),
+                                   esm=reference[0], dnabert=reference[1])
+    return loaded
+
+
+def _load_encoders(paths: ModelPaths, engine: EngineConfig, numerics: Numerics, device: torch.device):
+    """(esm, dnabert, fp32 reference encoders or None): with a recheck margin both are read in fp32 (the files'
+    own weights, not a cast back from half precision) and the fast encoders are half-precision copies."""
+    keep_fp32 = numerics.recheck_margin > 0
+    esm = load_esm2(paths.esm, device, FP32 if keep_fp32 else numerics.esm, attention=engine.attention)
+    dnabert = load_dnabert(paths.dnabert, device, FP32 if keep_fp32 else numerics.dnabert, attention=engine.attention)
+    if not keep_fp32:
+        return esm, dnabert, None
+    fast = (_copy_in(esm, numerics.esm, device, engine.attention), _copy_in(dnabert, numerics.dnabert, device, engine.attention))
+    return *fast, (esm, dnabert)
 
 
 def fp32_fallback(models: LoadedModels) -> LoadedModels | None:
@@ -114,15 +130,18 @@ def fp32_fallback(models: LoadedModels) -> LoadedModels | None:
     memory only in a run that needed them."""
     if models.numerics.esm == FP32 and models.numerics.dnabert == FP32:
         return None
-    copies = []
-    for model in (models.esm, models.dnabert):
-        duplicate = copy.deepcopy(model)
-        duplicate.fuse_elementwise(False)
-        duplicate.set_precision(FP32)
-        duplicate.set_attention(models.device)
-        copies.append(duplicate)
+    copies = [_copy_in(model, FP32, models.device) for model in (models.esm, models.dnabert)]
     log.warning("built fp32 copies of ESM-2 and DNABERT-S for the non-finite guard")
     return replace(models, numerics=PRECISION_MODES["fp32"], esm=copies[0], dnabert=copies[1])
+
+
+def _copy_in(model: torch.nn.Module, precision, device: torch.device, attention: str = "auto") -> torch.nn.Module:
+    """A copy of an encoder computing in `precision` (unfused; the original is left as it was)."""
+    duplicate = copy.deepcopy(model)
+    duplicate.fuse_elementwise(False)
+    duplicate.set_precision(precision)
+    duplicate.set_attention(device, attention)
+    return duplicate
 
 
 def engine_numerics(numerics: Numerics, device: torch.device, esm, dnabert, budgets: tuple[int, int]) -> dict:

@@ -4,8 +4,10 @@ One host sync per block (its scores are copied back while the next block is alre
 Python loop over sequences and no `.item()` per sequence.
 
 Non-finite guard: with each block's scores comes one flag per frame (all of its features and scores finite?).
-A block with a non-finite frame is computed again with fp32 copies of the encoders (built on first need); frames
+A block's non-finite frames are computed again with fp32 copies of the encoders (built on first need); frames
 still not finite get NaN scores and are reported in `ScoredBlock.nonfinite`, never passed off as scores.
+With a recheck margin (`--precision accurate`), the frames whose calls sit that close to a boundary are computed
+again with the fp32 models the same way (engine.recheck).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
-from virnucpro.engine.batches import Block, BlockPlan, PackedGroup, TokenizedBlocks
+from virnucpro.engine.batches import Block, BlockPlan, PackedGroup, TokenizedBlocks, select_rows
 from virnucpro.engine.loading import LoadedModels, fp32_fallback, load_models
+from virnucpro.engine.recheck import rows_to_recheck
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.models.classifier import score as classifier_score
 from virnucpro.models.dnabert import mean_pool_all_tokens
@@ -50,6 +53,7 @@ class EngineStats:
     esm_batches: int = 0
     esm_capacity: int = 0
     recomputed_blocks: int = 0  # blocks the non-finite guard computed again in fp32
+    rechecked_frames: int = 0  # frames near a boundary computed again in fp32 (a recheck margin)
     nonfinite_frames: int = 0  # frames not finite even in fp32
     started: float = field(default_factory=time.perf_counter)
 
@@ -68,6 +72,7 @@ class EngineStats:
             "esm_tokens_per_s": self.esm_tokens / elapsed,
             "packing_efficiency": self.packing_efficiency,
             "recomputed_blocks": self.recomputed_blocks,
+            "rechecked_frames": self.rechecked_frames,
             "nonfinite_frames": self.nonfinite_frames,
         }
 
@@ -87,10 +92,11 @@ class Scorer:
 
     def __init__(self, models: LoadedModels, engine: EngineConfig, env: EnvConfig,
                  fallback: Callable[[], LoadedModels | None] | None = None):
-        """`fallback` builds the models the non-finite guard recomputes with (default: fp32 copies; None when
-        the models already compute in fp32)."""
+        """`fallback` builds the models the non-finite guard and the recheck recompute with (default: the fp32
+        models loaded for the recheck, else fp32 copies; None when the models already compute in fp32)."""
         self.models = models
-        self._fallback_factory = fallback or (lambda: fp32_fallback(models))
+        self.recheck_margin = models.numerics.recheck_margin
+        self._fallback_factory = fallback or (lambda: models.reference or fp32_fallback(models))
         self._fallback: list[LoadedModels | None] = []  # built on first need
         self.device = models.device
         self.identity = models.identity
@@ -161,25 +167,32 @@ class Scorer:
         scored = ScoredBlock(flight.block.start, flight.block.ids,
                              flight.scores.numpy().astype(np.float32, copy=False), as_np(flight.dna),
                              as_np(flight.protein))
-        finite = flight.finite.numpy()
-        return scored if finite.all() else self._repair(flight.block, scored, finite)
+        bad = np.flatnonzero(~flight.finite.numpy())
+        near = rows_to_recheck(scored.ids, scored.scores, self.recheck_margin) if self.recheck_margin else bad[:0]
+        if bad.size:
+            log.warning("%d frame(s) of the block at frame %d are not finite (first: %s); recomputing in fp32",
+                        bad.size, flight.block.start, flight.block.ids[bad[0]])
+            self.stats.recomputed_blocks += 1
+        self.stats.rechecked_frames += near.size
+        return self._recompute(flight.block, scored, bad, near) if bad.size or near.size else scored
 
-    def _repair(self, block: Block, scored: ScoredBlock, finite: np.ndarray) -> ScoredBlock:
-        """Recompute a block with a non-finite frame in fp32; NaN scores for frames that stay non-finite."""
-        bad = np.flatnonzero(~finite)
-        log.warning("%d frame(s) of the block at frame %d are not finite (first: %s); recomputing in fp32",
-                    bad.size, block.start, block.ids[bad[0]])
-        self.stats.recomputed_blocks += 1
+    def _recompute(self, block: Block, scored: ScoredBlock, bad: np.ndarray, near: np.ndarray) -> ScoredBlock:
+        """Compute the non-finite and near-boundary rows of a block again with the fp32 models; NaN scores for
+        frames still not finite."""
         fallback = self._fallback_models()
-        if fallback is not None:
-            scores, dna, protein, again = (t.cpu().numpy() for t in self._compute(fallback, block))
-            scored.scores[bad] = scores[bad]
+        rows = np.union1d(bad, near)
+        if fallback is None:  # the models are fp32 already: nothing would change
+            still = bad
+        else:
+            part = select_rows(block, rows, self.esm_budget, self.dna_budget)
+            scores, dna, protein, finite = (t.cpu().numpy() for t in self._compute(fallback, part))
+            scored.scores[rows] = scores
             for name, values in (("dna", dna), ("protein", protein)):
                 if getattr(scored, name) is not None:
-                    getattr(scored, name)[bad] = values[bad]
-            bad = bad[~again[bad]]
-        if bad.size:
-            self._give_up(scored, bad)
+                    getattr(scored, name)[rows] = values
+            still = rows[~finite]
+        if still.size:
+            self._give_up(scored, still)
         return scored
 
     def _give_up(self, scored: ScoredBlock, bad: np.ndarray) -> None:

@@ -54,6 +54,10 @@ class Numerics:
     mode: str
     esm: Precision
     dnabert: Precision
+    # > 0: frames whose call could differ from fp32's are computed again with fp32 models (engine.recheck): those
+    # with |score2 - score1| below this, and the deciding frames of a chunk whose best virus and best non-virus
+    # scores are closer than this.
+    recheck_margin: float = 0.0
 
     @property
     def tf32(self) -> bool:
@@ -65,8 +69,14 @@ class Numerics:
         torch.backends.cudnn.allow_tf32 = self.tf32
 
     def describe(self) -> dict:
-        return {"mode": self.mode, "esm": self.esm.describe(), "dnabert": self.dnabert.describe()}
+        described = {"mode": self.mode, "esm": self.esm.describe(), "dnabert": self.dnabert.describe()}
+        return described | ({"recheck_margin": self.recheck_margin} if self.recheck_margin else {})
 
+
+# |score2 - score1| under which `accurate` recomputes a call in fp32: fp16's largest measured error in that
+# difference is 0.0043 (0.0085 in logits, 7,395 frame-classifier pairs, docs/benchmarks.md), so a call further
+# from the boundary than this cannot flip unless an error were 4.7x the largest seen.
+RECHECK_MARGIN = 0.02
 
 # Measured on an H200, random weights of the real shapes, five classifiers calibrated to call half of 1,969
 # frames viral (docs/benchmarks.md): calls identical to the fp32 reference, and ESM-2 3B tokens/s.
@@ -76,8 +86,8 @@ PRECISION_MODES = {
     "fp16": Numerics("fp16", FP16, FP16),
     # the first round's GEMM type (wider range, 8-bit mantissa): 98.9% identical, ~5% faster than fp16
     "bf16": Numerics("bf16", BF16, BF16),
-    # ESM-2 as in fp16, DNABERT-S entirely in fp32: 99.88% identical
-    "accurate": Numerics("accurate", FP16, FP32),
+    # fp16, then every frame within RECHECK_MARGIN of a call's boundary computed again in fp32 (engine.recheck)
+    "accurate": Numerics("accurate", FP16, FP16, recheck_margin=RECHECK_MARGIN),
     # the exact reference: fp32 everywhere, TF32 off: 99.98% (only exact ties differ), ~9% of the speed
     "fp32": Numerics("fp32", FP32, FP32),
 }
