@@ -3,7 +3,8 @@
 Real shapes (ESM-2 3B, DNABERT-S), random weights, ~1,500 held-out frames of 500 bp and 150 bp reads; five
 classifiers calibrated to call half of the frames viral (the harshest case; see virnucpro/bench/fidelity.py). The
 oracle is fair-esm's own fp32 forward and the eager fp32 DNABERT-S reference. Measured on an H200
-(docs/benchmarks.md, "Numerics"): fp16 99.84%, accurate 99.91%, fp32 100%, bf16 98.76% on this set.
+(docs/benchmarks.md, "Numerics"): fp16 99.84%, accurate 99.97%, fp32 99.97-100%, bf16 98.76% on this set
+(`accurate` rechecks frames per classifier: the engine runs once per classifier for it).
 Each mode must keep its promise, and no call may change unless the frame sits within a tenth of the median margin
 of the decision boundary. The second engine pass of each mode is timed (whole engine: both models, pooling,
 classifier), so the report carries each mode's speed beside its agreement.

@@ -11,13 +11,15 @@ from pathlib import Path
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES
+from virnucpro.run.options import RunOptions, ignore_event
 
 # Measured on an H200 (docs/benchmarks.md, "Numerics"): calls identical to the fp32 reference under a harsh
 # calibration, and speed relative to the default.
 PRECISION_HELP = ("numerics on the GPU (always fp32 on the CPU): fp16 (default; 99.81%% of calls identical to fp32, "
-                  "full speed), bf16 (98.9%%, ~5%% faster), accurate (fp16 ESM-2, fp32 DNABERT-S: 99.88%%, ~80%% "
-                  "speed), fp32 (the exact reference: 99.98%%, only exact ties differ; ~9%% speed)")
-from virnucpro.run.options import RunOptions, ignore_event
+                  "full speed), bf16 (98.9%%, ~5%% faster), accurate (fp16, then every frame within 0.02 of a "
+                  "call's boundary computed again in fp32: 99.97%%, as fp32 itself on the same frames; 90%% speed with "
+                  "9%% of frames rechecked), fp32 (the exact reference: 99.97-100%%, only exact ties differ; ~9-18%% "
+                  "speed)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
