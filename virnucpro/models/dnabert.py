@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from virnucpro.errors import ModelError
 from virnucpro.models import attention as varlen_attention
 from virnucpro.models.precision import FP32, Precision, as_precision
+from virnucpro.models.skeleton import skeleton
 from virnucpro.models.torch_files import load_torch_file, plain_reason
 
 CONFIG_FILE = "config.json"
@@ -301,8 +302,7 @@ def load_dnabert(folder: str | os.PathLike, device: torch.device | str = "cpu",
     cfg = read_config(folder)
     path = find_weight_file(folder)
     state, prefix = strip_checkpoint_keys(read_state_dict(path))
-    with torch.device("meta"):  # shapes only: the checkpoint's tensors become the parameters
-        model = DnaBert(cfg)
+    model = skeleton(lambda: DnaBert(cfg))  # shapes only: the checkpoint's tensors become the parameters
     check_state_dict(state, model.state_dict(), path, prefix)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device).set_precision(precision).eval().requires_grad_(False)

@@ -37,6 +37,7 @@ from virnucpro.models import attention as attention_backends
 from virnucpro.models.attention import sequence_of_token
 from virnucpro.models.precision import FP32, Precision, as_precision
 from virnucpro.models.restricted_pickle import InertObject, PicklePolicy
+from virnucpro.models.skeleton import skeleton
 from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file, plain_reason
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,11 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int):
         super().__init__()
-        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)))
+        if torch.get_default_device().type == "meta":  # a skeleton (models.skeleton): the checkpoint's is assigned
+            inv_freq = torch.empty(head_dim // 2)  # (computing it on meta would import torch._dynamo)
+        else:
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq)
 
     def _apply(self, fn, *args, **kwargs):
         inv_freq = self.inv_freq
@@ -409,8 +414,9 @@ def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | s
     source = Path(source)
     _check_shape(source, state, shape)
     vocab = state["embed_tokens.weight"].shape[0] if "embed_tokens.weight" in state else 33
-    with torch.device("meta"):  # no random init of billions of weights that are overwritten at once
-        model = ESM2(shape.num_layers, shape.embed_dim, shape.attention_heads, vocab, shape.token_dropout, "sdpa")
+    # no random init of billions of weights that are overwritten at once
+    model = skeleton(lambda: ESM2(shape.num_layers, shape.embed_dim, shape.attention_heads, vocab,
+                                  shape.token_dropout, "sdpa"))
     state = _check_state(source, state, model.state_dict())
     state = {k: v.to(torch.float32) if k.endswith("rot_emb.inv_freq") else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
