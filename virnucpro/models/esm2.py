@@ -185,10 +185,14 @@ class ESM2(nn.Module):
         self._shared_inv_freq = None  # new inv_freq buffers: check again
         return super()._load_from_state_dict(*args, **kwargs)
 
+    @staticmethod
+    def choose_attention(device: torch.device | str, requested: str, precision: Precision):
+        """The varlen attention function for a model computing in `precision` on `device`."""
+        return attention_backends.select_backend(device, requested, alibi=False, dtype=precision.attention)
+
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
         """Choose the varlen attention backend once, for the device and attention dtype the model will run in."""
-        self._attend = attention_backends.select_backend(device, requested, alibi=False,
-                                                         dtype=self.precision.attention)
+        self._attend = self.choose_attention(device, requested, self.precision)
         self.attention_backend = getattr(self._attend, "backend_name", requested)
 
     def embed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
@@ -411,6 +415,12 @@ def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | s
                          precision: Precision | torch.dtype = FP32, attention: str = "auto",
                          source: str | Path = "<state dict>") -> ESM2:
     """Packed ESM-2 from a fair-esm state dict (prefixes already stripped); `source` names it in errors."""
+    return place_esm2(esm2_on_host(state, shape, source), device, precision, attention)
+
+
+def esm2_on_host(state: dict, shape: Esm2Shape, source: str | Path = "<state dict>") -> ESM2:
+    """The checked model holding the state dict's tensors as they are (memory-mapped, not copied); place_esm2
+    puts it on its device."""
     source = Path(source)
     _check_shape(source, state, shape)
     vocab = state["embed_tokens.weight"].shape[0] if "embed_tokens.weight" in state else 33
@@ -420,9 +430,21 @@ def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | s
     state = _check_state(source, state, model.state_dict())
     state = {k: v.to(torch.float32) if k.endswith("rot_emb.inv_freq") else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def place_esm2(model: ESM2, device: torch.device | str, precision: Precision | torch.dtype = FP32,
+               attention: str = "auto") -> ESM2:
+    """`model` on `device` in `precision` (cast there, after the copy), eval mode, its attention chosen."""
     model = model.to(device=device).set_precision(as_precision(precision)).eval()
     model.set_attention(device, attention)
     return model
+
+
+def read_esm2(path: str | Path) -> ESM2:
+    """The checkpoint's model on the host (esm2_on_host)."""
+    state, shape = read_esm2_checkpoint(path)
+    return esm2_on_host(state, shape, source=path)
 
 
 def load_esm2(path: str | Path, device: torch.device | str = "cpu", precision: Precision | torch.dtype = FP32,
@@ -430,8 +452,7 @@ def load_esm2(path: str | Path, device: torch.device | str = "cpu", precision: P
     """Packed ESM-2 with the checkpoint's weights, on `device` in `precision` (a dtype means: GEMMs and
     attention in it, residual stream fp32), eval mode."""
     path = Path(path)
-    state, shape = read_esm2_checkpoint(path)
-    model = esm2_from_state_dict(state, shape, device, precision, attention, source=path)
-    log.info("ESM-2 %s: %d layers x %d, %d heads, %s on %s, attention %s", path.name, shape.num_layers,
-             shape.embed_dim, shape.attention_heads, model.precision.describe(), device, model.attention_backend)
+    model = place_esm2(read_esm2(path), device, precision, attention)
+    log.info("ESM-2 %s: %d layers x %d, %d heads, %s on %s, attention %s", path.name, model.num_layers,
+             model.embed_dim, model.heads, model.precision.describe(), device, model.attention_backend)
     return model
