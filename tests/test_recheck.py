@@ -132,14 +132,16 @@ def test_frames_near_a_boundary_get_the_fp32_models_scores_and_only_they(setup):
     assert not np.allclose(noisy_scores[expected], clean_scores[expected], rtol=0, atol=1e-6)
 
 
-def test_accurate_loads_fp32_reference_encoders_from_the_files_and_half_copies(setup):
-    from virnucpro.engine.loading import _load_encoders
+def test_accurate_places_fp32_reference_encoders_from_the_files_and_half_copies(setup):
+    from virnucpro.engine.loading import place_models, read_models
 
     files, _, _ = setup
-    numerics = Numerics("accurate", BF16, BF16, recheck_margin=0.02)
-    esm, dnabert, (esm32, dnabert32) = _load_encoders(files, EngineConfig(device="cpu"), numerics, torch.device("cpu"))
+    host = read_models(files, EngineConfig(device="cpu"))
+    loaded = place_models(replace(host, numerics=Numerics("accurate", BF16, BF16, recheck_margin=0.02)))
+    esm32, dnabert32 = loaded.reference.esm, loaded.reference.dnabert
     assert {p.dtype for p in esm32.parameters()} == {p.dtype for p in dnabert32.parameters()} == {torch.float32}
-    assert torch.bfloat16 in {p.dtype for p in esm.parameters()} and esm is not esm32
+    assert torch.bfloat16 in {p.dtype for p in loaded.esm.parameters()} and loaded.esm is not esm32
+    assert loaded.reference.numerics.esm == loaded.reference.numerics.dnabert == PRECISION_MODES["fp32"].esm
     plain = load_models(files, EngineConfig(device="cpu")).esm  # fp32 on the CPU: the file's own weights
     for (name, want), got in zip(plain.state_dict().items(), esm32.state_dict().values()):
         assert torch.equal(want, got), name

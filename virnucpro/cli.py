@@ -45,20 +45,31 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with every command; given the command line, only the command it names, so that a task's
+    start-up does not import the other commands' modules (`virnucpro --help` and a mistyped name get all)."""
     parser = argparse.ArgumentParser(prog="virnucpro", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"virnucpro {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
-        importlib.import_module(module).register(subparsers)
+    named = _named_command(argv)
+    for name, module in COMMANDS.items():
+        if named in (None, name):
+            importlib.import_module(module).register(subparsers)
     return parser
+
+
+def _named_command(argv: list[str] | None) -> str | None:
+    """The command of a command line (its first word that is not an option) when it is a known one."""
+    first = next((word for word in (argv or []) if not word.startswith("-")), None)
+    return first if first in COMMANDS else None
 
 
 def main(argv: list[str] | None = None, *, on_event: Callable[[str], None] | None = None) -> int:
     """Run one command; the exit status. `on_event` becomes the run's RunOptions.on_event (tests' fault hooks)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.on_event = on_event
     logging.basicConfig(

@@ -1,9 +1,16 @@
-"""Load the three models once onto one device, check they fit together, and size the packing budget."""
+"""Load the three models once onto one device, check they fit together, and size the packing budget.
+
+Two steps, so a scoring process can start its CPU side between them (engine.scorer): `read_models` reads and
+checks the checkpoints (memory-mapped: no weight is copied yet) and fixes everything the CPU side and the run's
+records need — device, numerics, tokenizers, token budgets, identity; `place_models` copies the weights to the
+device and casts them there. `load_models` does both.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
+import threading
 from dataclasses import dataclass, replace
 
 import torch
@@ -12,8 +19,8 @@ from virnucpro.config import EngineConfig, ModelPaths
 from virnucpro.engine.determinism import make_deterministic, use_compile_cache
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
-from virnucpro.models.dnabert import load_dnabert
-from virnucpro.models.esm2 import load_esm2
+from virnucpro.models.dnabert import DnaBert, place_dnabert, read_dnabert
+from virnucpro.models.esm2 import ESM2, place_esm2, read_esm2
 from virnucpro.models.precision import CPU_NUMERICS, FP32, PRECISION_MODES, Numerics
 from virnucpro.tokenize.dna import DnaTokenizer
 from virnucpro.tokenize.protein import ProteinTokenizer
@@ -41,6 +48,22 @@ class LoadedModels:
     identity: dict
     token_budgets: tuple[int, int]
     reference: "LoadedModels | None" = None  # fp32 models from the files' own weights, for a recheck margin
+
+
+@dataclass
+class HostModels:
+    """The models read and checked, weights still in their (memory-mapped) files; what `place_models` takes."""
+
+    engine: EngineConfig
+    device: torch.device
+    numerics: Numerics
+    esm: ESM2
+    dnabert: DnaBert
+    classifier: torch.nn.Module
+    dna_tokenizer: DnaTokenizer
+    protein_tokenizer: ProteinTokenizer
+    identity: dict
+    token_budgets: tuple[int, int]
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -76,51 +99,90 @@ def token_budget(engine: EngineConfig, device: torch.device, embed_dim: int, pre
 
 def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
     """`paths` are files (the run layer resolves model names in the store before it asks for a scorer)."""
+    return place_models(read_models(paths, engine))
+
+
+def read_models(paths: ModelPaths, engine: EngineConfig) -> HostModels:
+    """Checkpoints read and checked, device and numerics set up, tokenizers, token budgets and identity fixed."""
     device = resolve_device(engine.device)
     make_deterministic(device)
     if device.type == "cuda":
         use_compile_cache(engine.compile_cache)
     numerics = resolve_numerics(engine.precision, device)
     numerics.apply_global_settings()
-    esm, dnabert, reference = _load_encoders(paths, engine, numerics, device)
-    features = dnabert.hidden_size + esm.embed_dim
-    classifier = load_classifier(paths.classifier, device, expected_input_dim=features)
+    esm = read_esm2(paths.esm)
+    dnabert = read_dnabert(paths.dnabert)
+    classifier = load_classifier(paths.classifier, "cpu", expected_input_dim=dnabert.hidden_size + esm.embed_dim)
+    budgets = (token_budget(engine, device, esm.embed_dim, ESM_TOKEN_BUDGET),
+               token_budget(engine, device, dnabert.hidden_size, DNABERT_TOKEN_BUDGET))
+    attention = {"esm": ESM2.choose_attention(device, engine.attention, numerics.esm).backend_name,
+                 "dnabert": DnaBert.choose_attention(device, engine.attention, numerics.dnabert).backend_name}
+    identity = {
+        "esm": {"path": str(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
+        "dnabert": {"path": str(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
+        "classifier": {"path": str(paths.classifier)},
+        "precision": numerics.describe(),
+        "numerics": engine_numerics(numerics, device, attention, budgets),
+    }
+    return HostModels(engine, device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
+                      ProteinTokenizer(), identity, budgets)
+
+
+def place_models(host: HostModels) -> LoadedModels:
+    """The weights copied to the device and cast there; the elementwise regions compiled lazily (first block)."""
+    engine, device, numerics = host.engine, host.device, host.numerics
+    compiles = device.type == "cuda" and (engine.fuse or engine.compile)
+    importing = _import_compiler_in_background() if compiles else None
+    for model in (host.esm, host.dnabert, host.classifier):  # the copy; GIL released, so the import overlaps it
+        model.to(device)
+    if importing is not None:
+        importing.join()
+    esm, dnabert, reference = _place_encoders(host)
+    classifier = host.classifier.eval()
+    chosen = {"esm": esm.attention_backend, "dnabert": dnabert.attention_backend}
+    if chosen != host.identity["numerics"]["attention"]:
+        raise RuntimeError(f"attention backends {chosen} differ from those read_models recorded")
     fuse = engine.fuse and device.type == "cuda" and not engine.compile
     esm.fuse_elementwise(fuse)
     dnabert.fuse_elementwise(fuse)
     if engine.compile:
         esm = torch.compile(esm, dynamic=True)
         dnabert = torch.compile(dnabert, dynamic=True)
-    budgets = (token_budget(engine, device, esm.embed_dim, ESM_TOKEN_BUDGET),
-               token_budget(engine, device, dnabert.hidden_size, DNABERT_TOKEN_BUDGET))
-    identity = {
-        "esm": {"path": str(paths.esm), "layers": esm.num_layers, "dim": esm.embed_dim},
-        "dnabert": {"path": str(paths.dnabert), "layers": dnabert.num_layers, "dim": dnabert.hidden_size},
-        "classifier": {"path": str(paths.classifier)},
-        "precision": numerics.describe(),
-        "numerics": engine_numerics(numerics, device, esm, dnabert, budgets),
-    }
     log.info("models on %s (%s): ESM-2 %d layers x %d, DNABERT-S %d x %d; token budgets %d (ESM) %d (DNABERT)",
-             device, identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
-             dnabert.hidden_size, *budgets)
-    loaded = LoadedModels(device, numerics, esm, dnabert, classifier, DnaTokenizer(paths.dnabert),
-                          ProteinTokenizer(), identity, budgets)
+             device, host.identity["precision"], esm.num_layers, esm.embed_dim, dnabert.num_layers,
+             dnabert.hidden_size, *host.token_budgets)
+    loaded = LoadedModels(device, numerics, esm, dnabert, classifier, host.dna_tokenizer, host.protein_tokenizer,
+                          host.identity, host.token_budgets)
     if reference is not None:
         loaded.reference = replace(loaded, numerics=replace(PRECISION_MODES["fp32"], mode=f"{numerics.mode} recheck"),
                                    esm=reference[0], dnabert=reference[1])
     return loaded
 
 
-def _load_encoders(paths: ModelPaths, engine: EngineConfig, numerics: Numerics, device: torch.device):
-    """(esm, dnabert, fp32 reference encoders or None): with a recheck margin both are read in fp32 (the files'
-    own weights, not a cast back from half precision) and the fast encoders are half-precision copies."""
+def _place_encoders(host: HostModels):
+    """(esm, dnabert, fp32 reference encoders or None) on the device: with a recheck margin both are placed in
+    fp32 (the files' own weights, not a cast back from half precision) and the fast encoders are copies of them."""
+    engine, device, numerics = host.engine, host.device, host.numerics
     keep_fp32 = numerics.recheck_margin > 0
-    esm = load_esm2(paths.esm, device, FP32 if keep_fp32 else numerics.esm, attention=engine.attention)
-    dnabert = load_dnabert(paths.dnabert, device, FP32 if keep_fp32 else numerics.dnabert, attention=engine.attention)
+    esm = place_esm2(host.esm, device, FP32 if keep_fp32 else numerics.esm, attention=engine.attention)
+    dnabert = place_dnabert(host.dnabert, device, FP32 if keep_fp32 else numerics.dnabert, attention=engine.attention)
     if not keep_fp32:
         return esm, dnabert, None
-    fast = (_copy_in(esm, numerics.esm, device, engine.attention), _copy_in(dnabert, numerics.dnabert, device, engine.attention))
+    fast = (_copy_in(esm, numerics.esm, device, engine.attention),
+            _copy_in(dnabert, numerics.dnabert, device, engine.attention))
     return *fast, (esm, dnabert)
+
+
+def _import_compiler_in_background() -> threading.Thread:
+    """torch.compile's first use imports torch._dynamo and Inductor (~1-2 s of Python); started here it runs
+    while the main thread waits on the weight copy instead of after it."""
+    def import_compiler() -> None:
+        import torch._dynamo  # noqa: F401
+        import torch._inductor.compile_fx  # noqa: F401
+
+    thread = threading.Thread(target=import_compiler, name="import-torch-compile", daemon=True)
+    thread.start()
+    return thread
 
 
 def fp32_fallback(models: LoadedModels) -> LoadedModels | None:
@@ -144,10 +206,9 @@ def _copy_in(model: torch.nn.Module, precision, device: torch.device, attention:
     return duplicate
 
 
-def engine_numerics(numerics: Numerics, device: torch.device, esm, dnabert, budgets: tuple[int, int]) -> dict:
+def engine_numerics(numerics: Numerics, device: torch.device, attention: dict, budgets: tuple[int, int]) -> dict:
     """Everything that decides the last bits of a result: a resumed shard compares it with what scored its parts."""
-    return {"precision": numerics.describe(), "attention": {"esm": esm.attention_backend,
-                                                            "dnabert": dnabert.attention_backend},
+    return {"precision": numerics.describe(), "attention": dict(attention),
             "token_budgets": list(budgets), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "deterministic": torch.are_deterministic_algorithms_enabled()}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths
 from virnucpro.engine.batches import Block, BlockPlan, PackedGroup, TokenizedBlocks, select_rows
-from virnucpro.engine.loading import LoadedModels, fp32_fallback, load_models
+from virnucpro.engine.loading import HostModels, LoadedModels, fp32_fallback, load_models, place_models, read_models
 from virnucpro.engine.recheck import rows_to_recheck
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.models.classifier import score as classifier_score
@@ -90,24 +90,32 @@ class _InFlight:
 class Scorer:
     """Holds the three models on one device and scores ranges of prepared frames."""
 
-    def __init__(self, models: LoadedModels, engine: EngineConfig, env: EnvConfig,
+    def __init__(self, models: LoadedModels | HostModels, engine: EngineConfig, env: EnvConfig,
                  fallback: Callable[[], LoadedModels | None] | None = None):
         """`fallback` builds the models the non-finite guard and the recheck recompute with (default: the fp32
-        models loaded for the recheck, else fp32 copies; None when the models already compute in fp32)."""
+        models loaded for the recheck, else fp32 copies; None when the models already compute in fp32).
+        HostModels are placed on the device by the first score_range."""
         self.models = models
         self.recheck_margin = models.numerics.recheck_margin
-        self._fallback_factory = fallback or (lambda: models.reference or fp32_fallback(models))
+        self._fallback_factory = fallback or (lambda: self.models.reference or fp32_fallback(self.models))
         self._fallback: list[LoadedModels | None] = []  # built on first need
         self.device = models.device
         self.identity = models.identity
         self.workers = _worker_count(engine, env, self.device)
         self.esm_budget, self.dna_budget = models.token_budgets
         self.stats = EngineStats()
+        self.placed_seconds: float | None = None  # how long `open`'s deferred weight copy took (telemetry)
 
     @classmethod
     def load(cls, files: ModelPaths, engine: EngineConfig, env: EnvConfig) -> "Scorer":
         """Load the three model files (already resolved: see run.models) onto engine.device."""
         return cls(load_models(files, engine), engine, env)
+
+    @classmethod
+    def open(cls, files: ModelPaths, engine: EngineConfig, env: EnvConfig) -> "Scorer":
+        """Like `load`, but the weights go to the device only when the first range is scored, once its DataLoader
+        workers have started: tokenizing the first blocks overlaps the copy (an array task's start-up)."""
+        return cls(read_models(files, engine), engine, env)
 
     def score_range(self, source: FrameSource, start: int, stop: int, *, keep_embeddings: bool = False,
                     block_frames: int = 4096, grid_start: int | None = None) -> Iterator[ScoredBlock]:
@@ -117,9 +125,11 @@ class Scorer:
         loader = DataLoader(dataset, batch_size=None, num_workers=self.workers,
                             pin_memory=self.device.type == "cuda",
                             prefetch_factor=4 if self.workers else None)
+        blocks = iter(loader)  # starts the workers: they tokenize the first blocks while the weights are placed
+        self._place()
         pending = None
         with torch.inference_mode():
-            for block in loader:
+            for block in blocks:
                 launched = self._launch(block, keep_embeddings)
                 if pending is not None:
                     yield self._finish(pending)
@@ -129,6 +139,12 @@ class Scorer:
                     pending = None
             if pending is not None:
                 yield self._finish(pending)
+
+    def _place(self) -> None:
+        if isinstance(self.models, HostModels):
+            started = time.perf_counter()
+            self.models = place_models(self.models)
+            self.placed_seconds = time.perf_counter() - started
 
     def _embed(self, model, group: PackedGroup, rows: int, dim: int, pool) -> torch.Tensor:
         out = torch.zeros(rows, dim, device=self.device, dtype=torch.float32)

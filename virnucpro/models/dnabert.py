@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from virnucpro.errors import ModelError
 from virnucpro.models import attention as varlen_attention
 from virnucpro.models.precision import FP32, Precision, as_precision
+from virnucpro.models.skeleton import skeleton
 from virnucpro.models.torch_files import load_torch_file, plain_reason
 
 CONFIG_FILE = "config.json"
@@ -177,10 +178,15 @@ class DnaBert(nn.Module):
                 module.to(self.precision.residual)
         return self
 
+    @staticmethod
+    def choose_attention(device: torch.device | str, requested: str, precision: Precision):
+        """The varlen attention function (with ALiBi bias) for a model computing in `precision` on `device`."""
+        return varlen_attention.select_backend(device, requested, alibi=True, dtype=precision.gemm)
+
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
         """Choose the varlen attention backend once; slopes stay fp32 whatever the weights' dtype."""
         device = torch.device(device)
-        self._attention = varlen_attention.select_backend(device, requested, alibi=True, dtype=self.precision.gemm)
+        self._attention = self.choose_attention(device, requested, self.precision)
         self.attention_backend = getattr(self._attention, "backend_name", requested)
         self._alibi_slopes = torch.tensor(alibi_slopes(self.config.num_attention_heads), dtype=torch.float32,
                                           device=device)
@@ -295,16 +301,26 @@ def load_dnabert(folder: str | os.PathLike, device: torch.device | str = "cpu",
     `precision` (or a dtype: the Linear layers' compute dtype) see DnaBert.set_precision; `attention` names the
     varlen backend.
     """
+    return place_dnabert(read_dnabert(folder), device, precision, attention)
+
+
+def read_dnabert(folder: str | os.PathLike) -> DnaBert:
+    """The checked model holding the checkpoint's tensors as read (not copied); place_dnabert puts it on its device."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(folder, "DNABERT-S model folder not found")
     cfg = read_config(folder)
     path = find_weight_file(folder)
     state, prefix = strip_checkpoint_keys(read_state_dict(path))
-    with torch.device("meta"):  # shapes only: the checkpoint's tensors become the parameters
-        model = DnaBert(cfg)
+    model = skeleton(lambda: DnaBert(cfg))  # shapes only: the checkpoint's tensors become the parameters
     check_state_dict(state, model.state_dict(), path, prefix)
     model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def place_dnabert(model: DnaBert, device: torch.device | str, precision: Precision | torch.dtype = FP32,
+                  attention: str = "auto") -> DnaBert:
+    """`model` on `device` in `precision` (cast there, after the copy), eval mode, its attention chosen."""
     model = model.to(device=device).set_precision(precision).eval().requires_grad_(False)
     model.set_attention(torch.device(device), attention)
     return model

@@ -37,6 +37,7 @@ from virnucpro.models import attention as attention_backends
 from virnucpro.models.attention import sequence_of_token
 from virnucpro.models.precision import FP32, Precision, as_precision
 from virnucpro.models.restricted_pickle import InertObject, PicklePolicy
+from virnucpro.models.skeleton import skeleton
 from virnucpro.models.torch_files import FAIR_ESM_GLOBALS, load_torch_file, plain_reason
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,11 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, head_dim: int):
         super().__init__()
-        self.register_buffer("inv_freq", 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim)))
+        if torch.get_default_device().type == "meta":  # a skeleton (models.skeleton): the checkpoint's is assigned
+            inv_freq = torch.empty(head_dim // 2)  # (computing it on meta would import torch._dynamo)
+        else:
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq)
 
     def _apply(self, fn, *args, **kwargs):
         inv_freq = self.inv_freq
@@ -180,10 +185,14 @@ class ESM2(nn.Module):
         self._shared_inv_freq = None  # new inv_freq buffers: check again
         return super()._load_from_state_dict(*args, **kwargs)
 
+    @staticmethod
+    def choose_attention(device: torch.device | str, requested: str, precision: Precision):
+        """The varlen attention function for a model computing in `precision` on `device`."""
+        return attention_backends.select_backend(device, requested, alibi=False, dtype=precision.attention)
+
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
         """Choose the varlen attention backend once, for the device and attention dtype the model will run in."""
-        self._attend = attention_backends.select_backend(device, requested, alibi=False,
-                                                         dtype=self.precision.attention)
+        self._attend = self.choose_attention(device, requested, self.precision)
         self.attention_backend = getattr(self._attend, "backend_name", requested)
 
     def embed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
@@ -406,17 +415,36 @@ def esm2_from_state_dict(state: dict, shape: Esm2Shape, device: torch.device | s
                          precision: Precision | torch.dtype = FP32, attention: str = "auto",
                          source: str | Path = "<state dict>") -> ESM2:
     """Packed ESM-2 from a fair-esm state dict (prefixes already stripped); `source` names it in errors."""
+    return place_esm2(esm2_on_host(state, shape, source), device, precision, attention)
+
+
+def esm2_on_host(state: dict, shape: Esm2Shape, source: str | Path = "<state dict>") -> ESM2:
+    """The checked model holding the state dict's tensors as they are (memory-mapped, not copied); place_esm2
+    puts it on its device."""
     source = Path(source)
     _check_shape(source, state, shape)
     vocab = state["embed_tokens.weight"].shape[0] if "embed_tokens.weight" in state else 33
-    with torch.device("meta"):  # no random init of billions of weights that are overwritten at once
-        model = ESM2(shape.num_layers, shape.embed_dim, shape.attention_heads, vocab, shape.token_dropout, "sdpa")
+    # no random init of billions of weights that are overwritten at once
+    model = skeleton(lambda: ESM2(shape.num_layers, shape.embed_dim, shape.attention_heads, vocab,
+                                  shape.token_dropout, "sdpa"))
     state = _check_state(source, state, model.state_dict())
     state = {k: v.to(torch.float32) if k.endswith("rot_emb.inv_freq") else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def place_esm2(model: ESM2, device: torch.device | str, precision: Precision | torch.dtype = FP32,
+               attention: str = "auto") -> ESM2:
+    """`model` on `device` in `precision` (cast there, after the copy), eval mode, its attention chosen."""
     model = model.to(device=device).set_precision(as_precision(precision)).eval()
     model.set_attention(device, attention)
     return model
+
+
+def read_esm2(path: str | Path) -> ESM2:
+    """The checkpoint's model on the host (esm2_on_host)."""
+    state, shape = read_esm2_checkpoint(path)
+    return esm2_on_host(state, shape, source=path)
 
 
 def load_esm2(path: str | Path, device: torch.device | str = "cpu", precision: Precision | torch.dtype = FP32,
@@ -424,8 +452,7 @@ def load_esm2(path: str | Path, device: torch.device | str = "cpu", precision: P
     """Packed ESM-2 with the checkpoint's weights, on `device` in `precision` (a dtype means: GEMMs and
     attention in it, residual stream fp32), eval mode."""
     path = Path(path)
-    state, shape = read_esm2_checkpoint(path)
-    model = esm2_from_state_dict(state, shape, device, precision, attention, source=path)
-    log.info("ESM-2 %s: %d layers x %d, %d heads, %s on %s, attention %s", path.name, shape.num_layers,
-             shape.embed_dim, shape.attention_heads, model.precision.describe(), device, model.attention_backend)
+    model = place_esm2(read_esm2(path), device, precision, attention)
+    log.info("ESM-2 %s: %d layers x %d, %d heads, %s on %s, attention %s", path.name, model.num_layers,
+             model.embed_dim, model.heads, model.precision.describe(), device, model.attention_backend)
     return model

@@ -34,9 +34,10 @@ class ScorerFactory:
     env: EnvConfig
 
     def __call__(self, engine: EngineConfig):
+        """The checkpoints read now, the weights placed on the device by the first scored range (Scorer.open)."""
         from virnucpro.engine.scorer import Scorer
 
-        return Scorer.load(self.files, engine, self.env)
+        return Scorer.open(self.files, engine, self.env)
 
 
 def select_devices(engine: EngineConfig, gpus: int = 0) -> list[str]:
@@ -86,7 +87,7 @@ def run_shards(rundir, cfg: PredictConfig, env: EnvConfig, gpus: int | None = No
     return pending
 
 
-def _load_scorer(run: RunDir, factory, engine: EngineConfig, device: str):
+def load_scorer(run: RunDir, factory, engine: EngineConfig, device: str):
     telemetry = Telemetry(run.telemetry)
     with telemetry.stage("load_models", device=device):
         scorer = factory(replace(engine, device=device, compile_cache=engine.compile_cache or str(run.compile_cache)))
@@ -95,7 +96,7 @@ def _load_scorer(run: RunDir, factory, engine: EngineConfig, device: str):
 
 
 def _run_here(run, pending, device, engine, factory, options, display) -> None:
-    scorer = _load_scorer(run, factory, engine, device)
+    scorer = load_scorer(run, factory, engine, device)
     for index in pending:
         run_shard(run.root, index, scorer, options=options, device=device, progress=display.advance)
 
@@ -153,7 +154,7 @@ def _gpu_worker(rundir: str, physical_gpu: str, engine: EngineConfig, factory, o
     attach_log_file(run, f"gpu{physical_gpu}")
     device = f"cuda:0 (GPU {physical_gpu})"
     try:
-        scorer = _load_scorer(run, factory, engine, "cuda:0")
+        scorer = load_scorer(run, factory, engine, "cuda:0")
         while (index := tasks.get()) is not None:
             run_shard(run.root, index, scorer, options=options, device=device,
                       progress=lambda frames, tokens: events.put(("progress", frames, tokens)))

@@ -173,7 +173,8 @@ def _part_logger(telemetry: Telemetry, index: int, device: str, source: FrameSou
         telemetry.event("part", shard=index, device=device, start=part.start, stop=part.stop, frames=len(part.ids),
                         tokens=tokens, seconds=round(seconds, 4), frames_per_s=len(part.ids) / max(seconds, 1e-9),
                         tokens_per_s=tokens / max(seconds, 1e-9), write_seconds=round(write_seconds, 4),
-                        engine=stats.as_dict() if hasattr(stats, "as_dict") else None)
+                        engine=stats.as_dict() if hasattr(stats, "as_dict") else None,
+                        placed_seconds=getattr(scorer, "placed_seconds", None))
     return on_written
 
 
