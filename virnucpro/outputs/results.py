@@ -6,12 +6,14 @@ The published tool wrote elements of a float32 numpy array, so each score is `st
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
 import numpy as np
 
 from virnucpro.errors import InputError
+from virnucpro.outputs.nonfinite import finite_rows
 
 HEADER = "Sequence_ID\tPrediction\tscore1\tscore2"
 LABELS = ("others", "virus")  # softmax column 0, column 1
@@ -46,6 +48,22 @@ class PredictionWriter:
             stop = start + ROWS_PER_WRITE
             self.handle.write(format_rows(ids[start:stop], scores[start:stop], self.min_score))
         self.rows += len(ids)
+
+
+    def add_text(self, text: str, rows: int) -> None:
+        """`rows` rows already formatted (finite_prediction_rows), e.g. by the process that reads the parts."""
+        self.handle.write(text)
+        self.rows += rows
+
+
+def finite_prediction_rows(ids: Sequence[str], scores: np.ndarray, min_score: float | None = None) -> tuple[str, int]:
+    """(the rows, their number) of the frames whose scores are finite: what prediction_results.txt gets of a
+    block (the other frames go to nonfinite_frames.tsv)."""
+    scores = _as_float32_pairs(scores, len(ids))
+    finite = finite_rows(scores)
+    if finite.all():
+        return format_rows(ids, scores, min_score), len(ids)
+    return format_rows(list(itertools.compress(ids, finite.tolist())), scores[finite], min_score), int(finite.sum())
 
 
 def _as_float32_pairs(scores, n: int) -> np.ndarray:
