@@ -127,7 +127,8 @@ def read_checked_part(ref: PartRef, expected_headers: list[bytes], with_embeddin
     joined = b"\n".join(raw_ids)
     actual = _content_sha256(ref.start, ref.stop, joined, arrays)
     if actual != recorded:
-        return None, f"content checksum mismatch (recorded sha256 {recorded[:12]}, content {actual[:12]}): altered on disk"
+        return None, (f"content checksum mismatch (recorded sha256 {recorded[:12]}, content {actual[:12]}): "
+                      "altered on disk")
     ids = joined.decode("utf-8").split("\n") if raw_ids else []
     part = PartData(ref.start, ids, arrays["scores"])
     if with_embeddings:

@@ -1,6 +1,7 @@
 """One streaming pass from scored parts (frame order) to every text output of a run, in bounded memory.
 
-Per part: frames -> prediction_results.txt (finite scores) or nonfinite_frames.tsv; frames -> chunk maxima
+Per part: frames -> prediction_results.txt (finite scores; the rows usually formatted ahead, in the part reader
+process: with_prediction_rows) or nonfinite_frames.tsv; frames -> chunk maxima
 (outputs.chunks) -> chunk calls -> the consensus (published: sorted on disk; broad: as they come) and the walk
 over prep/sequences.tsv -> sequence_summary.tsv rows -> viral_sequences.fasta, while the report's histograms
 fill. Memory holds one part, one chunk block and the sorter's bounded buffer, whatever the run's size.
