@@ -192,3 +192,33 @@ def test_the_benchmark_run_generator_makes_a_finished_run(tmp_path):
     report = aggregate(tmp_path / "syn", RunOptions(sort_rows=100))
     ids, _, _ = read_prediction_results(tmp_path / "syn" / PREDICTIONS)
     assert report.frames == len(ids) >= 3000 and report.sequences > 0 and report.viral_sequences > 0
+
+
+def test_each_part_is_read_once_and_a_corrupt_one_later_in_a_shard_is_still_found(tmp_path, golden_prep, monkeypatch):
+    """The check returns the content it read (one open per part, none again to yield it); a part altered on disk
+    after good ones of its shard were streamed still ends the aggregation, is deleted and unmarks its shard."""
+    import virnucpro.run.parts as parts_module
+    import virnucpro.run.prefetch as prefetch_module
+
+    rundir = finished_run(tmp_path, golden_prep / "input.fasta")
+    parts = sorted((rundir / "shards").glob("shard-*/part-*.h5"))
+    opened: list[str] = []
+    real_file = parts_module.h5py.File
+
+    def counting_file(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(parts_module.h5py, "File", counting_file)
+    monkeypatch.setattr(prefetch_module.multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # in-process
+    aggregate(rundir)
+    assert sorted(opened) == sorted(part.name for part in parts)
+
+    shard = parts[-1].parent
+    shard_parts = sorted(shard.glob("part-*.h5"))
+    assert len(shard_parts) >= 2
+    with h5py.File(shard_parts[-1], "r+") as handle:
+        handle["scores"][0] = handle["scores"][0][::-1]  # content no longer matches its recorded sha256
+    with pytest.raises(RunStateError, match=shard.name):
+        aggregate(rundir)
+    assert not shard_parts[-1].exists() and shard_parts[0].exists() and not (shard / ".done").exists()

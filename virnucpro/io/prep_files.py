@@ -170,17 +170,25 @@ class FrameSource:
         return nt[1::2], aa[1::2]
 
     def read(self, start: int, stop: int) -> list[Frame]:
+        return self._view(start, stop, self._read_prepared)
+
+    def header_lines(self, start: int, stop: int) -> list[bytes]:
+        """Header lines (`>id`, bytes) of this source's frames [start, stop), from the protein file only."""
+        return self._view(start, stop, lambda a, b: self._read_lines(IDENTIFIED_PROTEIN, self.aa_offsets, a, b)[0::2])
+
+    def _view(self, start: int, stop: int, read_prepared) -> list:
+        """`read_prepared(a, b)` (a list per prepared frame) for the frames [start, stop) of this source."""
         if self.selection is None:
-            return self._read_prepared(start, stop)
+            return read_prepared(start, stop)
         wanted = np.asarray(self.selection["frames"][start:stop], dtype=np.int64)
-        frames: list[Frame] = []
+        items: list = []
         # consecutive runs of nearby prepared frames: one read each, unwanted frames in between dropped
         breaks = np.flatnonzero(np.diff(wanted) > MAX_GAP) + 1
         for run in np.split(wanted, breaks) if len(wanted) else []:
             first = int(run[0])
-            chunk = self._read_prepared(first, int(run[-1]) + 1)
-            frames.extend(chunk[int(k) - first] for k in run)
-        return frames
+            chunk = read_prepared(first, int(run[-1]) + 1)
+            items.extend(chunk[int(k) - first] for k in run)
+        return items
 
     def ids(self, start: int, stop: int) -> list[str]:
         """Ids of prepared frames [start, stop) (of the prepared files, also for a selection), headers only."""

@@ -6,16 +6,19 @@ The published tool wrote elements of a float32 numpy array, so each score is `st
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
 import numpy as np
 
 from virnucpro.errors import InputError
+from virnucpro.outputs.nonfinite import finite_rows
 
 HEADER = "Sequence_ID\tPrediction\tscore1\tscore2"
 LABELS = ("others", "virus")  # softmax column 0, column 1
 ROWS_PER_WRITE = 65536
+_CELL_VIRUS, _CELL_OTHERS = f"\t{LABELS[1]}\t", f"\t{LABELS[0]}\t"  # a label with the tabs around it
 
 
 def format_score(value) -> str:
@@ -47,6 +50,22 @@ class PredictionWriter:
         self.rows += len(ids)
 
 
+    def add_text(self, text: str, rows: int) -> None:
+        """`rows` rows already formatted (finite_prediction_rows), e.g. by the process that reads the parts."""
+        self.handle.write(text)
+        self.rows += rows
+
+
+def finite_prediction_rows(ids: Sequence[str], scores: np.ndarray, min_score: float | None = None) -> tuple[str, int]:
+    """(the rows, their number) of the frames whose scores are finite: what prediction_results.txt gets of a
+    block (the other frames go to nonfinite_frames.tsv)."""
+    scores = _as_float32_pairs(scores, len(ids))
+    finite = finite_rows(scores)
+    if finite.all():
+        return format_rows(ids, scores, min_score), len(ids)
+    return format_rows(list(itertools.compress(ids, finite.tolist())), scores[finite], min_score), int(finite.sum())
+
+
 def _as_float32_pairs(scores, n: int) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float32)
     if scores.shape != (n, 2):
@@ -56,10 +75,17 @@ def _as_float32_pairs(scores, n: int) -> np.ndarray:
 
 def format_rows(ids: Sequence[str], scores: np.ndarray, min_score: float | None = None) -> str:
     """The rows of these frames (float32 scores [n, 2]), without the header."""
-    # A float32 array's astype(str) is each value's str(numpy.float32(x)) (the published text), done in C.
-    labels = predictions(scores, min_score).tolist()
-    score1, score2 = scores[:, 0].astype(str).tolist(), scores[:, 1].astype(str).tolist()
-    return "".join(map("{}\t{}\t{}\t{}\n".format, ids, labels, score1, score2))
+    # A float32 array's astype(str) is each value's str(numpy.float32(x)) (the published text), done in C. The
+    # row's cells and separators are interleaved in one list and joined once: no string made per row.
+    rows = len(ids)
+    cells: list = [None] * (6 * rows)
+    cells[0::6] = ids
+    cells[1::6] = np.where(predictions(scores, min_score) == LABELS[1], _CELL_VIRUS, _CELL_OTHERS).tolist()
+    cells[2::6] = scores[:, 0].astype(str).tolist()
+    cells[3::6] = ["\t"] * rows
+    cells[4::6] = scores[:, 1].astype(str).tolist()
+    cells[5::6] = ["\n"] * rows
+    return "".join(cells)
 
 
 def read_prediction_results(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:

@@ -39,9 +39,9 @@ class SequenceWalk:
         first_owner = owners[0]
         continuing = self._current is not None and self._current.info.id == first_owner
         chunk_counts = []
-        for run, start in enumerate(starts.tolist()):
+        for start, run_totals in zip(starts.tolist(), zip(*totals)):
             self._advance_to(owners[start], finished)
-            self._current.add(*(column[run] for column in totals))
+            self._current.add(*run_totals)
             chunk_counts.append(self._current.info.chunks)
         self._check_numbers(owners, numbers, starts, chunk_counts, self._last_number if continuing else 0)
         self._last_number = int(numbers[-1])

@@ -27,7 +27,7 @@ from virnucpro.run.report import report_warnings, write_report
 from virnucpro.run.rundir import EMBEDDINGS, OUTPUT_NAMES, REPORT, RunDir, disk_errors
 from virnucpro.run.scored import iter_scored
 from virnucpro.run.session import run_session
-from virnucpro.run.stream import ResultsStream
+from virnucpro.run.stream import ResultsStream, with_prediction_rows
 from virnucpro.run.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -85,17 +85,17 @@ def _write_embeddings(run: RunDir, manifest: Manifest, source: FrameSource) -> N
 
 
 def _scored_parts(run: RunDir, manifest: Manifest, source: FrameSource, settings: CallSettings):
-    """The stored scores, or the stored embeddings scored again by the settings' classifier (read and verified
-    in a second process)."""
+    """(part, its prediction rows): the stored scores, or the stored embeddings scored again by the settings'
+    classifier; read, verified and (without rescoring) formatted in a second process."""
     embeddings = settings.classifier is not None
-    parts = prefetched(lambda: iter_scored(run, manifest, with_embeddings=embeddings))
     if not embeddings:
-        return parts
+        return prefetched(lambda: with_prediction_rows(iter_scored(run, manifest), settings.min_score))
     from virnucpro.run.rescore import check_rescorable, load_rescoring_classifier, rescored
 
     check_rescorable(manifest, run.root)
     path = settings.classifier["path"]
-    return rescored(parts, load_rescoring_classifier(path), path)
+    parts = prefetched(lambda: iter_scored(run, manifest, with_embeddings=True))
+    return with_prediction_rows(rescored(parts, load_rescoring_classifier(path), path), settings.min_score)
 
 
 def _stream(run: RunDir, manifest: Manifest, source: FrameSource, settings: CallSettings, outputs: OutputBatch,
@@ -104,8 +104,8 @@ def _stream(run: RunDir, manifest: Manifest, source: FrameSource, settings: Call
     stream = ResultsStream(outputs, run.prep, manifest.identity.chunk_length, settings, run.root / SORT_DIR,
                            options.sort_rows)
     try:
-        for part in parts:
-            stream.add(part)
+        for part, rows in parts:
+            stream.add(part, rows)
             options.on_event("aggregate-part")
         stream.finish()
         options.on_event("aggregate-merge")

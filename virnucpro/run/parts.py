@@ -71,8 +71,13 @@ _ARRAYS = ("scores", "dna", "protein")
 
 def content_sha256(start: int, stop: int, ids: list[str], arrays: dict[str, np.ndarray | None]) -> str:
     """sha256 of a part's content: its range, its ids and its float32 arrays (little-endian, row-major)."""
+    return _content_sha256(start, stop, "\n".join(ids).encode("utf-8"), arrays)
+
+
+def _content_sha256(start: int, stop: int, joined_ids: bytes, arrays: dict[str, np.ndarray | None]) -> str:
+    """content_sha256 with the ids already joined by newlines and encoded (UTF-8)."""
     digest = hashlib.sha256(f"part {start} {stop}\n".encode())
-    digest.update("\n".join(ids).encode("utf-8"))
+    digest.update(joined_ids)
     for name in _ARRAYS:
         if arrays.get(name) is not None:
             values = np.ascontiguousarray(arrays[name], dtype="<f4")
@@ -100,39 +105,45 @@ def write_part(shard_dir: Path, part: PartData, before_commit=lambda: None) -> P
     return path
 
 
-def read_part(path: Path, with_embeddings: bool = False) -> PartData:
-    with h5py.File(path, "r") as handle:
-        ids = list(handle["ids"].asstr()[:])
-        part = PartData(int(handle.attrs["start"]), ids, handle["scores"][:])
-        if with_embeddings:
-            part.dna, part.protein = handle["dna"][:], handle["protein"][:]
-    return part
-
-
-def part_problem(ref: PartRef, expected_ids: list[str], with_embeddings: bool) -> str | None:
-    """Why this part cannot be trusted, or None when it holds exactly the expected frames, unaltered."""
+def read_checked_part(ref: PartRef, expected_headers: list[bytes], with_embeddings: bool
+                      ) -> tuple[PartData | None, str | None]:
+    """(the part, None) when it holds exactly the frames whose header lines (`>id`, bytes) are `expected_headers`,
+    unaltered; else (None, why it cannot be trusted). The part is read once: checked and returned from the same
+    arrays (embeddings only `with_embeddings`; the checksum covers them either way)."""
     try:
         with h5py.File(ref.path, "r") as handle:
-            rows = ref.stop - ref.start
-            if int(handle.attrs["start"]) != ref.start or int(handle.attrs["stop"]) != ref.stop:
-                return "range attributes disagree with the file name"
-            if handle["scores"].shape != (rows, 2) or handle["ids"].shape != (rows,):
-                return f"expected {rows} rows"
-            embeddings = ("dna", "protein")
-            if with_embeddings and any(name not in handle or handle[name].shape[0] != rows for name in embeddings):
-                return "embeddings missing or short"
-            ids = list(handle["ids"].asstr()[:])
-            if ids != expected_ids:
-                return "ids differ from the prepared frames"
+            problem = _shape_problem(handle, ref, with_embeddings)
+            if problem:
+                return None, problem
+            raw_ids = handle["ids"][:].tolist()  # bytes (UTF-8): compared and hashed without decoding each
+            if b"\n".join(expected_headers) != (b">" + b"\n>".join(raw_ids) if raw_ids else b""):
+                return None, "ids differ from the prepared frames"
             if CHECKSUM_ATTR not in handle.attrs:
-                return "no content checksum (written by an older virnucpro)"
+                return None, "no content checksum (written by an older virnucpro)"
             arrays = {name: handle[name][:] for name in _ARRAYS if name in handle}
             recorded = str(handle.attrs[CHECKSUM_ATTR])
     except (OSError, KeyError, ValueError, RuntimeError) as error:
-        return f"unreadable ({error})"
-    actual = content_sha256(ref.start, ref.stop, ids, arrays)
+        return None, f"unreadable ({error})"
+    joined = b"\n".join(raw_ids)
+    actual = _content_sha256(ref.start, ref.stop, joined, arrays)
     if actual != recorded:
-        return f"content checksum mismatch (recorded sha256 {recorded[:12]}, content {actual[:12]}): altered on disk"
+        return None, (f"content checksum mismatch (recorded sha256 {recorded[:12]}, content {actual[:12]}): "
+                      "altered on disk")
+    ids = joined.decode("utf-8").split("\n") if raw_ids else []
+    part = PartData(ref.start, ids, arrays["scores"])
+    if with_embeddings:
+        part.dna, part.protein = arrays["dna"], arrays["protein"]
+    return part, None
+
+
+def _shape_problem(handle, ref: PartRef, with_embeddings: bool) -> str | None:
+    rows = ref.stop - ref.start
+    if int(handle.attrs["start"]) != ref.start or int(handle.attrs["stop"]) != ref.stop:
+        return "range attributes disagree with the file name"
+    if handle["scores"].shape != (rows, 2) or handle["ids"].shape != (rows,):
+        return f"expected {rows} rows"
+    if with_embeddings and any(name not in handle or handle[name].shape[0] != rows for name in ("dna", "protein")):
+        return "embeddings missing or short"
     return None
 
 

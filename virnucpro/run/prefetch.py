@@ -1,8 +1,9 @@
 """Read the scored parts in a second process while this one writes the outputs.
 
-`iter_scored` verifies every part against the prepared frames (it reads and decodes them), about as much work
-per frame as writing all the outputs; in a forked reader the two overlap on two cores (what a SLURM aggregation
-job gets by default). The pipe holds about one part, so memory stays bounded. The reader's errors are raised
+`iter_scored` verifies every part against the prepared frames (reads it, compares its ids, checks its sha256)
+and aggregation also formats the parts' prediction_results.txt rows there (run.stream.with_prediction_rows): about
+as much work per frame as the rest of the outputs, so in a forked reader the two overlap on two cores (what a SLURM
+aggregation job gets by default). The pipe holds about one part, so memory stays bounded. The reader's errors are raised
 here with their class and message, and its log records (e.g. a part found altered and deleted) are logged here,
 once, through this process's handlers; if this process dies, the reader's next send fails and it exits.
 """

@@ -17,9 +17,9 @@ from virnucpro.io.mapped import iter_chunks, scratch_array
 from virnucpro.io.prep_files import FrameSource
 from virnucpro.run.dedup import scoring_source, unique_of_frames
 from virnucpro.run.manifest import Manifest
-from virnucpro.run.parts import PartData, done_path, read_part
+from virnucpro.run.parts import PartData, done_path
 from virnucpro.run.rundir import RunDir, remove_temp_files
-from virnucpro.run.shard import missing_ranges, verified_parts
+from virnucpro.run.shard import checked_parts
 
 FANOUT_FRAMES = 1 << 16  # prepared frames per batch yielded by a de-duplicated run
 # Temporary tables of distinct frames (memory-mapped, in the run directory): scratch_array names them
@@ -27,15 +27,22 @@ FANOUT_FRAMES = 1 << 16  # prepared frames per batch yielded by a de-duplicated 
 _SCRATCH = "fanout"
 
 
-def _shard_parts(run: RunDir, index: int, manifest: Manifest, source: FrameSource) -> list:
+def _shard_parts(run: RunDir, index: int, manifest: Manifest, source: FrameSource,
+                 with_embeddings: bool) -> Iterator[PartData]:
+    """The verified parts of shard `index` in order, streamed (each read once); a gap, left by a part missing or
+    found corrupt (removed), raises once the rest of the shard is checked."""
     start, stop, _ = manifest.shards[index]
     shard_dir = run.shard_dir(index)
-    parts = verified_parts(shard_dir, source, start, stop, manifest.identity.save_embeddings)
-    if missing_ranges(start, stop, parts):
+    cursor, gap = start, False
+    for ref, part in checked_parts(shard_dir, source, start, stop, with_embeddings):
+        gap = gap or ref.start != cursor  # nothing after a gap is yielded: it would not be in frame order
+        if not gap:
+            cursor = ref.stop
+            yield part
+    if gap or cursor != stop:
         done_path(shard_dir).unlink(missing_ok=True)
         raise RunStateError(f"{shard_dir}: checkpoint parts are missing or corrupt (removed); "
                             "rerun predict (or `virnucpro shard`) to redo them, then aggregate")
-    return parts
 
 
 def check_plan(manifest: Manifest, source: FrameSource) -> None:
@@ -50,8 +57,7 @@ def check_plan(manifest: Manifest, source: FrameSource) -> None:
 def _computed(run: RunDir, manifest: Manifest, source: FrameSource, with_embeddings: bool) -> Iterator[PartData]:
     """PartData of every shard in order, each verified against the ids of the frames it should hold."""
     for index in range(len(manifest.shards)):
-        for ref in _shard_parts(run, index, manifest, source):
-            yield read_part(ref.path, with_embeddings)
+        yield from _shard_parts(run, index, manifest, source, with_embeddings)
 
 
 def iter_scored(run: RunDir, manifest: Manifest, *, with_embeddings: bool = False) -> Iterator[PartData]:

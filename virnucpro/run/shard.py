@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -23,7 +23,8 @@ from virnucpro.run.lock import hold_lock
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.numerics import record_numerics
 from virnucpro.run.options import RunOptions
-from virnucpro.run.parts import PartData, PartRef, is_done, list_parts, part_problem, write_done, write_part
+from virnucpro.run.parts import (PartData, PartRef, is_done, list_parts, read_checked_part, write_done,
+                                 write_part)
 from virnucpro.run.rundir import HEARTBEAT, LOCK, RunDir, disk_errors, remove_temp_files
 from virnucpro.run.telemetry import Heartbeat, Telemetry
 
@@ -39,29 +40,30 @@ class ShardResult:
     skipped: bool
 
 
-def _ids(source: FrameSource, start: int, stop: int) -> list[str]:
-    return [frame.id for frame in source.read(start, stop)]
-
-
-def verified_parts(shard_dir: Path, source: FrameSource, start: int, stop: int, with_embeddings: bool) -> list[PartRef]:
-    """Parts that hold exactly their prepared frames, unaltered (content sha256), non-overlapping, in order; bad or
-    redundant ones are deleted with a warning naming the part and why. The one place that decides whether a part
-    is trusted (resume and aggregation)."""
-    kept, covered = [], start
+def checked_parts(shard_dir: Path, source: FrameSource, start: int, stop: int, with_embeddings: bool
+                  ) -> Iterator[tuple[PartRef, PartData]]:
+    """The parts that hold exactly their prepared frames, unaltered (content sha256), non-overlapping, in order,
+    each with its content (read once); bad or redundant ones are deleted with a warning naming the part and why.
+    The one place that decides whether a part is trusted (resume and aggregation)."""
+    covered = start
     for ref in list_parts(shard_dir):
         inside = start <= ref.start < ref.stop <= stop
-        problem = None if inside else "outside this shard"
+        part, problem = None, None if inside else "outside this shard"
         if problem is None and ref.start < covered:
             problem = "overlaps an earlier part"
         if problem is None:
-            problem = part_problem(ref, _ids(source, ref.start, ref.stop), with_embeddings)
+            part, problem = read_checked_part(ref, source.header_lines(ref.start, ref.stop), with_embeddings)
         if problem:
             log.warning("%s: %s; deleted, it will be scored again", ref.path, plain_line(problem))
             ref.path.unlink(missing_ok=True)
             continue
-        kept.append(ref)
         covered = ref.stop
-    return kept
+        yield ref, part
+
+
+def verified_parts(shard_dir: Path, source: FrameSource, start: int, stop: int, with_embeddings: bool) -> list[PartRef]:
+    """The trusted parts of a shard (checked_parts), without their content."""
+    return [ref for ref, _ in checked_parts(shard_dir, source, start, stop, with_embeddings)]
 
 
 def missing_ranges(start: int, stop: int, parts: list[PartRef]) -> list[tuple[int, int]]:

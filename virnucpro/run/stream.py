@@ -1,6 +1,7 @@
 """One streaming pass from scored parts (frame order) to every text output of a run, in bounded memory.
 
-Per part: frames -> prediction_results.txt (finite scores) or nonfinite_frames.tsv; frames -> chunk maxima
+Per part: frames -> prediction_results.txt (finite scores; the rows usually formatted ahead, in the part reader
+process: with_prediction_rows) or nonfinite_frames.tsv; frames -> chunk maxima
 (outputs.chunks) -> chunk calls -> the consensus (published: sorted on disk; broad: as they come) and the walk
 over prep/sequences.tsv -> sequence_summary.tsv rows -> viral_sequences.fasta, while the report's histograms
 fill. Memory holds one part, one chunk block and the sorter's bounded buffer, whatever the run's size.
@@ -12,6 +13,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from virnucpro.outputs.consensus import HighestScoreTable, chunk_is_virus
 from virnucpro.outputs.external_sort import RUN_ROWS
 from virnucpro.outputs.nonfinite import NonfiniteWriter, finite_rows
 from virnucpro.outputs.report_data import ReportFigures
-from virnucpro.outputs.results import PredictionWriter
+from virnucpro.outputs.results import PredictionWriter, finite_prediction_rows
 from virnucpro.outputs.sequence_walk import SequenceWalk
 from virnucpro.outputs.summary import SequenceSummary, SummaryWriter
 from virnucpro.outputs.viral_fasta import ViralFastaWriter
@@ -46,6 +48,13 @@ class StreamCounts:
     calls: dict = field(default_factory=dict)
 
 
+def with_prediction_rows(parts: Iterable[PartData], min_score: float | None) -> Iterator[tuple[PartData, tuple]]:
+    """Each part with its prediction_results.txt rows (finite_prediction_rows): run in the part reader process
+    (run.prefetch), this text, a good part of the writing work, is made there, beside the writer."""
+    for part in parts:
+        yield part, finite_prediction_rows(part.ids, part.scores, min_score)
+
+
 class ResultsStream:
     def __init__(self, outputs: OutputBatch, prep_dir: Path, chunk_length: int, settings: CallSettings,
                  sort_dir: Path, sort_rows: int = RUN_ROWS):
@@ -64,21 +73,17 @@ class ResultsStream:
         self.lengths = LengthStats(chunk_length)
         self.counts = StreamCounts()
 
-    def add(self, part: PartData) -> None:
+    def add(self, part: PartData, rows: tuple[str, int] | None = None) -> None:
+        """One part; `rows`: its prediction_results.txt rows when already formatted (with_prediction_rows)."""
         finite = finite_rows(part.scores)
         self.counts.frames += len(part.ids)
-        if finite.all():
-            self.predictions.add(part.ids, part.scores)
-        else:
-            self._split_nonfinite(part, finite)
+        text, kept = rows or finite_prediction_rows(part.ids, part.scores, self.settings.min_score)
+        self.predictions.add_text(text, kept)
+        if kept < len(part.ids):
+            self.nonfinite.add(list(itertools.compress(part.ids, (~finite).tolist())), part.scores[~finite])
+            self.counts.nonfinite_frames += len(part.ids) - kept
         self.figures.add_scores(part.scores[finite, 1])
         self._add_chunks(self.grouper.add(part.ids, part.scores))
-
-    def _split_nonfinite(self, part: PartData, finite: np.ndarray) -> None:
-        keep = finite.tolist()
-        self.predictions.add(list(itertools.compress(part.ids, keep)), part.scores[finite])
-        self.nonfinite.add(list(itertools.compress(part.ids, [not k for k in keep])), part.scores[~finite])
-        self.counts.nonfinite_frames += int((~finite).sum())
 
     def _add_chunks(self, chunks: ChunkBlock) -> None:
         if not len(chunks):
