@@ -31,8 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, is_complete, iter_chunks, \
-    remove_stale_temporaries, scratch_array
+from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, iter_chunks, remove_stale_temporaries, scratch_array
 from virnucpro.io.prep_files import DEDUP_MAP, DEDUP_UNIQUE, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, FrameSource
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.rundir import RunDir
@@ -221,10 +220,6 @@ def plan_dedup(prep_dir: Path, *, on_event=lambda name: None, hash_text: FrameHa
     log.info("de-duplication: %d frames, %d distinct (%.1f%% duplicates)", source.prepared_frames, unique,
              100 * (1 - unique / max(source.prepared_frames, 1)))
     return DedupResult(source.prepared_frames, unique, collisions)
-
-
-def has_dedup(prep_dir: Path) -> bool:
-    return is_complete(Path(prep_dir) / DEDUP_MAP)
 
 
 def unique_of_frames(prep_dir: Path) -> np.ndarray:
