@@ -14,6 +14,7 @@ import pytest
 
 from finished_run import NanHashScorer, finished_run, write_fasta
 from doubles import hash_vector
+from virnucpro.config import EnvConfig
 from virnucpro.errors import RunStateError
 from virnucpro.io.prep_files import SequenceInfo
 from virnucpro.outputs.chunks import ChunkGrouper
@@ -44,6 +45,14 @@ def test_aggregate_is_byte_identical_to_the_previous_aggregation(tmp_path, golde
     want = [line.split("\t") for line in (before / SUMMARY).read_text().splitlines()]
     assert got == want
     assert not (rundir / ".aggregate-sort").exists() and not list(rundir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("variable, rows", [(None, 1 << 18), ("", 1 << 18), ("7", 7), ("0", 1)])
+def test_sort_rows_from_the_environment(variable, rows):
+    """VIRNUCPRO_SORT_ROWS (at least 1) or 2^18 rows sorted in memory, the same default as RunOptions()."""
+    environ = {"VIRNUCPRO_MODELS": "/m"} | ({} if variable is None else {"VIRNUCPRO_SORT_ROWS": variable})
+    assert RunOptions.from_env(EnvConfig.from_environ(environ)).sort_rows == rows
+    assert RunOptions().sort_rows == 1 << 18
 
 
 @pytest.mark.parametrize("results", PUBLISHED_RESULTS, ids=lambda p: p.name)

@@ -12,7 +12,7 @@ from virnucpro.models.esm2 import (Esm2Shape, esm2_from_state_dict, load_esm2, m
 from virnucpro.pack import pack, plan_batches
 from virnucpro.reference.esm2_ref import load_fair_esm, reference_esm2_embeddings
 from virnucpro.testing.esm2_checkpoint import write_tiny_esm2
-from virnucpro.tokenize.protein import ProteinTokenizer
+from virnucpro.tokenize.protein import ProteinTokenizer, esm_tokens
 
 AMINO = np.array(list("ACDEFGHIKLMNPQRSTVWYX"))
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -65,6 +65,16 @@ def test_tokenizer_unknown_and_empty():
     tokenizer = ProteinTokenizer()
     assert tokenizer.encode("A*a").tolist() == [0, 5, 3, 3, 2]
     assert tokenizer.encode("").tolist() == [0, 2]
+
+
+def test_esm_tokens_counts_what_fair_esm_feeds_the_model():
+    import esm
+
+    converter = esm.data.Alphabet.from_architecture("ESM-1b").get_batch_converter()
+    proteins = ["", "M"] + random_proteins([1, 30, 1022, 1500], seed=5)
+    expected = [len(converter([("p", protein)])[2][0]) for protein in proteins]
+    counted = esm_tokens(np.array([len(p) for p in proteins], dtype=np.int32))
+    assert counted.dtype == np.int64 and counted.tolist() == expected
 
 
 # ------------------------------------------------------------------------------------------ model vs oracle

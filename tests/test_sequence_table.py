@@ -9,7 +9,7 @@ import pytest
 from Bio import SeqIO
 
 from finished_run import write_fasta
-from virnucpro.io.prep_files import SequenceInfo, format_sequence_row, read_sequences
+from virnucpro.io.prep_files import SequenceInfo, format_sequence_rows, read_sequences
 from virnucpro.prep.chunking import chunk_starts
 from virnucpro.prep.pipeline import run_prep
 from virnucpro.prep.sequence_table import chunked_bytes, decimal_digits_total
@@ -18,8 +18,9 @@ from virnucpro.prep.sequence_table import chunked_bytes, decimal_digits_total
 def test_rows_round_trip_any_header(tmp_path):
     rows = [SequenceInfo("a", 10, 1, 0), SequenceInfo("b|é", 900, 2, 19, True, "b|é tab\there back\\slash \\t"),
             SequenceInfo("c", 5, 0, 40, False, "c  two  spaces\r")]
+    columns = zip(*((r.id, r.length, r.chunks, r.chunked_offset, r.kept, r.description) for r in rows))
     (tmp_path / "sequences.tsv").write_text("id\tlength\tchunks\tchunked_offset\tkept\tdescription\n"
-                                            + "".join(map(format_sequence_row, rows)), encoding="utf-8")
+                                            + format_sequence_rows(*map(list, columns)), encoding="utf-8")
     assert list(read_sequences(tmp_path)) == rows
 
 

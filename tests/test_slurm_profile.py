@@ -450,6 +450,25 @@ def test_status_and_resume_see_a_prep_job_still_planning(tmp_path, capsys, monke
         refuse_active_jobs(rundir)
 
 
+FAKE_AGGREGATE_PENDING = """#!/bin/sh
+case "$4" in
+  300) echo "JobId=300 JobName=virnucpro-run-aggregate JobState=PENDING Reason=Dependency Restarts=0 ExitCode=0:0" ;;
+  *) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_a_stale_aggregation_job_is_cancelled_before_a_resubmission(tmp_path, monkeypatch):
+    rundir = tmp_path / "run"
+    record_jobs(rundir, Submission("", {}, "300"))
+    with_fake_scontrol(monkeypatch, tmp_path / "bin", FAKE_AGGREGATE_PENDING)
+    scancel = tmp_path / "bin" / "scancel"
+    scancel.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scancel.log"}\n')
+    scancel.chmod(0o755)
+    refuse_active_jobs(rundir)  # only the aggregation of the earlier submission is waiting: not a refusal
+    assert (tmp_path / "scancel.log").read_text() == "300\n"
+
+
 @pytest.mark.parametrize("prep_job, size, planned, expected", [
     ("auto", 10, False, False), ("auto", 2048, False, True), ("always", 10, False, True),
     ("never", 4096, False, False), ("auto", 4096, True, False),

@@ -41,7 +41,7 @@ class EnvConfig:
     part_seconds: float = 120.0
     block_frames: int = 4096
     shard_tokens: int = 0  # VIRNUCPRO_SHARD_TOKENS; 0 = not set (predict: RunOptions' default, submit: the profile)
-    sort_rows: int = 1 << 18  # consensus rows sorted in memory before spilling sorted runs to disk
+    sort_rows: int = 0  # VIRNUCPRO_SORT_ROWS (at least 1); 0 = not set (RunOptions' default)
 
     @classmethod
     def from_environ(cls, env=None) -> "EnvConfig":
@@ -64,7 +64,7 @@ class EnvConfig:
             part_seconds=float(env.get("VIRNUCPRO_PART_SECONDS") or cls.part_seconds),
             block_frames=_env_int(env, "VIRNUCPRO_BLOCK_FRAMES", cls.block_frames),
             shard_tokens=_env_int(env, "VIRNUCPRO_SHARD_TOKENS", cls.shard_tokens),
-            sort_rows=max(1, _env_int(env, "VIRNUCPRO_SORT_ROWS", cls.sort_rows)),
+            sort_rows=max(1, _env_int(env, "VIRNUCPRO_SORT_ROWS", 0)) if env.get("VIRNUCPRO_SORT_ROWS") else 0,
         )
 
 

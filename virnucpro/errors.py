@@ -2,7 +2,7 @@
 
 One exit code per kind of failure (README "Exit codes" lists them; `cli.main` maps what is not one of these):
 
-    0  success                         5  SLURM (virnucpro.slurm.submit.SlurmError)
+    0  success                         5  SLURM (virnucpro.slurm.jobs.SlurmError)
     1  internal error (a bug)          6  disk full, quota or file size limit (rerun to resume)
     2  bad input or command line       7  run directory in use by another live process
     3  model files                     8  other system error (permission, I/O error, vanished file)
@@ -11,6 +11,7 @@ One exit code per kind of failure (README "Exit codes" lists them; `cli.main` ma
 
 from __future__ import annotations
 
+import errno
 import re
 
 EXIT_INTERNAL = 1
@@ -113,8 +114,9 @@ def plain_line(text: str) -> str:
     return text.rstrip(" :") or "unknown error"
 
 
-_DISK_FULL_ERRNOS = {28, 27, 122}  # ENOSPC, EFBIG, EDQUOT (Linux numbers; h5py reports them only as text)
-_DISK_FULL_TEXT = ("No space left", "File too large", "quota exceeded", "errno = 28", "errno = 27", "errno = 122")
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DISK_FULL_TEXT = ("No space left", "File too large", "quota exceeded",  # h5py reports them only as text
+                   *(f"errno = {code}" for code in _DISK_FULL_ERRNOS))
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from virnucpro.commands.options import run_options
-from virnucpro.commands.predict import predict_and_report
+from virnucpro.commands.predict import RESULT_FILES, predict_and_report
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.testing.demo import demo_input, make_demo_models
 
@@ -33,8 +33,7 @@ def handle(args, env: EnvConfig) -> int:
                         force_restart=True)
     predict_and_report(cfg, env, run_options(args, env))
     print(f"\nDemo finished. Outputs in {run_dir}/:", file=sys.stderr)
-    for name in ("prediction_results.txt", "prediction_results_highestscore.csv", "sequence_summary.tsv",
-                 "viral_sequences.fasta", "report.html"):
+    for name in RESULT_FILES:
         print(f"  {run_dir / name}", file=sys.stderr)
     mine = out / "my-run"
     print(f"\nRun predict yourself with the demo models (any FASTA/FASTQ as input):\n"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES
+from virnucpro.prep.chunking import PUBLISHED_CHUNK_LENGTHS
+from virnucpro.run.calls import CONSENSUS_FORMATS
 from virnucpro.run.options import RunOptions, ignore_event
 
 # Measured on an H200 (docs/benchmarks.md, "Numerics"): calls identical to the fp32 reference under a harsh
@@ -25,7 +27,7 @@ PRECISION_HELP = ("numerics on the GPU (always fp32 on the CPU): fp16 (default; 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by `predict` and `submit`: which models, how to run them."""
     group = parser.add_argument_group("models and engine")
-    group.add_argument("--chunk-length", type=int, choices=(300, 500), default=500,
+    group.add_argument("--chunk-length", type=int, choices=PUBLISHED_CHUNK_LENGTHS, default=500,
                        help="chunk size in bp; picks the matching published classifier (default 500)")
     group.add_argument("--esm-model", default="3B",
                        help="650M | 3B | 15B (looked up in the model store) or a path to a fair-esm .pt / .safetensors")
@@ -59,7 +61,7 @@ def add_prep_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_consensus_format_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--consensus-format", choices=("published", "broad"), default=None,
+    parser.add_argument("--consensus-format", choices=CONSENSUS_FORMATS, default=None,
                         help="prediction_results_highestscore.csv as published (Modified_ID, Is_Virus; sorted) or "
                              "as the Broad Institute port (+ max_score_0, max_score_1; frame order) "
                              "(default: as recorded in the run directory, else published)")

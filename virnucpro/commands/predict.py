@@ -9,8 +9,11 @@ from virnucpro.commands.options import (add_consensus_format_option, add_model_o
 from virnucpro.config import EnvConfig, PredictConfig
 from virnucpro.run.options import RunOptions
 from virnucpro.run.pipeline import predict_run
+from virnucpro.run.rundir import HIGHEST_SCORE, PREDICTIONS, REPORT, SUMMARY, VIRAL_FASTA
 
 log = logging.getLogger(__name__)
+
+RESULT_FILES = (PREDICTIONS, HIGHEST_SCORE, SUMMARY, VIRAL_FASTA, REPORT)  # what a user reads first
 
 
 def register(subparsers) -> None:
@@ -36,6 +39,5 @@ def predict_and_report(cfg: PredictConfig, env: EnvConfig, options: RunOptions,
                        consensus_format: str | None = None) -> int:
     report = predict_run(cfg, env, options=options, consensus_format=consensus_format)
     log.info("done: %s", report)
-    print(f"results in {cfg.outdir}/ (prediction_results.txt, prediction_results_highestscore.csv, "
-          "sequence_summary.tsv, viral_sequences.fasta, report.html)")
+    print(f"results in {cfg.outdir}/ ({', '.join(RESULT_FILES)})")
     return 0

@@ -7,11 +7,9 @@ import sys
 from virnucpro.commands.options import run_options
 from virnucpro.config import EnvConfig
 from virnucpro.errors import RunStateError
-from virnucpro.run.manifest import manifest_config
-from virnucpro.run.multigpu import ScorerFactory, load_scorer, select_devices
 from virnucpro.run.rundir import RunDir
 from virnucpro.run.session import run_log
-from virnucpro.run.shard import run_shard
+from virnucpro.run.shard_process import score_shard
 
 
 def register(subparsers) -> None:
@@ -28,10 +26,7 @@ def handle(args, env: EnvConfig) -> int:
         raise RunStateError("virnucpro shard: give --index (or run inside a SLURM array task)")
     run = RunDir(args.rundir)
     with run_log(run, f"shard{index:04d}"):  # no run lock: the shards of a run are scored in parallel
-        cfg = manifest_config(run.root, args.device)
-        device = select_devices(cfg.engine, 1)[0]
-        scorer = load_scorer(run, ScorerFactory(cfg.models, env), cfg.engine, device)
-        result = run_shard(run.root, index, scorer, options=run_options(args, env), device=device)
+        result = score_shard(run.root, index, env, device=args.device, options=run_options(args, env))
     print(f"shard {index}: {'already done' if result.skipped else f'{result.frames_scored} frames scored'}",
           file=sys.stderr)
     return 0

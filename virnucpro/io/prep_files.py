@@ -230,11 +230,6 @@ def format_sequence_rows(ids: list[str], lengths: list[int], chunks: list[int], 
     return "".join(map("{}\t{}\t{}\t{}\t{:d}\t{}\n".format, ids, lengths, chunks, offsets, kept, descriptions))
 
 
-def format_sequence_row(info: SequenceInfo) -> str:
-    return format_sequence_rows([info.id], [info.length], [info.chunks], [info.chunked_offset], [info.kept],
-                                [info.description])
-
-
 def _unescape(text: str) -> str:
     out, chars = [], iter(text)
     for char in chars:

@@ -31,16 +31,13 @@ from typing import Callable
 
 import numpy as np
 
-from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, is_complete, iter_chunks, \
-    remove_stale_temporaries, scratch_array
+from virnucpro.io.mapped import ArrayFolderWriter, MappedArrays, iter_chunks, remove_stale_temporaries, scratch_array
 from virnucpro.io.prep_files import DEDUP_MAP, DEDUP_UNIQUE, IDENTIFIED_NUCLEOTIDE, IDENTIFIED_PROTEIN, FrameSource
 from virnucpro.run.manifest import Manifest
 from virnucpro.run.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
-UNIQUE_DIR = DEDUP_UNIQUE
-MAP_DIR = DEDUP_MAP
 WORK_DIR = ".dedup-work"
 HASH_FRAMES = 1 << 17  # frames hashed per step
 BUCKET_BYTES = 1 << 26  # frame text per bucket: what one resolve step holds in memory (~3x this at its peak)
@@ -205,7 +202,7 @@ def plan_dedup(prep_dir: Path, *, on_event=lambda name: None, hash_text: FrameHa
     prep_dir = Path(prep_dir)
     source = FrameSource(prep_dir)
     work = prep_dir / WORK_DIR
-    for folder in (UNIQUE_DIR, MAP_DIR):
+    for folder in (DEDUP_UNIQUE, DEDUP_MAP):
         remove_stale_temporaries(prep_dir / folder)
         shutil.rmtree(prep_dir / folder, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -215,7 +212,7 @@ def plan_dedup(prep_dir: Path, *, on_event=lambda name: None, hash_text: FrameHa
         hash_into_buckets(source, work, buckets, hash_text, on_event)
         with scratch_array(work, "reps", np.int64, (source.prepared_frames,)) as reps:
             collisions = resolve_buckets(work, buckets, reps, on_event)
-            unique = number_unique(source, reps, prep_dir / UNIQUE_DIR, prep_dir / MAP_DIR)
+            unique = number_unique(source, reps, prep_dir / DEDUP_UNIQUE, prep_dir / DEDUP_MAP)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if collisions:
@@ -225,18 +222,14 @@ def plan_dedup(prep_dir: Path, *, on_event=lambda name: None, hash_text: FrameHa
     return DedupResult(source.prepared_frames, unique, collisions)
 
 
-def has_dedup(prep_dir: Path) -> bool:
-    return is_complete(Path(prep_dir) / MAP_DIR)
-
-
 def unique_of_frames(prep_dir: Path) -> np.ndarray:
     """Memory-mapped ordinal of the distinct frame of every prepared frame."""
-    return MappedArrays(Path(prep_dir) / MAP_DIR)["unique"]
+    return MappedArrays(Path(prep_dir) / DEDUP_MAP)["unique"]
 
 
 def unique_source(prep_dir: Path) -> FrameSource:
     """The distinct frames, in prep order, as a FrameSource (what a de-duplicated run scores)."""
-    return FrameSource(prep_dir, selection=Path(prep_dir) / UNIQUE_DIR)
+    return FrameSource(prep_dir, selection=Path(prep_dir) / DEDUP_UNIQUE)
 
 
 def scoring_source(run: RunDir, manifest: Manifest) -> FrameSource:

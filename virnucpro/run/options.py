@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from virnucpro.config import EnvConfig
+from virnucpro.outputs.external_sort import RUN_ROWS
 
 RUN_EVENTS = ("prep", "index", "dedup", "plan", "submit", "block", "part-write", "part", "shard-done", "aggregate",
               "aggregate-part", "aggregate-merge", "aggregate-commit")
@@ -35,10 +36,11 @@ class RunOptions:
     shard_tokens: int = 20_000_000  # target tokens per shard (~ minutes of one GPU on ESM-2 3B)
     # "up": shards of at most shard_tokens (predict); "down": of at least shard_tokens (submit: start-up bound)
     shard_rounding: str = "up"
-    sort_rows: int = 1 << 18  # consensus rows sorted in memory; more are sorted in runs on disk and merged
+    sort_rows: int = RUN_ROWS  # consensus rows sorted in memory; more are sorted in runs on disk and merged
     on_event: EventHook = ignore_event
 
     @classmethod
     def from_env(cls, env: EnvConfig, on_event: EventHook = ignore_event) -> "RunOptions":
         return cls(part_frames=env.part_frames, part_seconds=env.part_seconds, block_frames=env.block_frames,
-                   shard_tokens=env.shard_tokens or cls.shard_tokens, sort_rows=env.sort_rows, on_event=on_event)
+                   shard_tokens=env.shard_tokens or cls.shard_tokens, sort_rows=env.sort_rows or cls.sort_rows,
+                   on_event=on_event)

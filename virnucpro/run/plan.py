@@ -37,6 +37,7 @@ from virnucpro.run.rundir import (LOCK, PREP_NAMES, RunDir, clear_results, disk_
 from virnucpro.run.session import run_session
 from virnucpro.run.telemetry import Telemetry
 from virnucpro.run.validate import check_input, check_model_files
+from virnucpro.tokenize.protein import esm_tokens
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class TokenCosts:
         return len(self.aa_lengths)
 
     def __getitem__(self, frames: slice) -> np.ndarray:
-        return np.asarray(self.aa_lengths[frames], dtype=np.int64) + 2
+        return esm_tokens(self.aa_lengths[frames])
 
     def sum(self) -> int:
         return sum(int(self[a:b].sum()) for a, b in iter_chunks(len(self), COST_CHUNK))

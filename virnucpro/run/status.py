@@ -111,8 +111,11 @@ def _one_shard(run: RunDir, index: int, bounds: tuple[int, int, int], starts: di
 
 def shard_status(rundir) -> list[ShardStatus]:
     run = RunDir(rundir)
-    manifest = Manifest.load(run.manifest)
-    starts, speeds = _shard_speeds(read_events(run.telemetry))
+    return _shards(run, Manifest.load(run.manifest), read_events(run.telemetry))
+
+
+def _shards(run: RunDir, manifest: Manifest, events: list[dict]) -> list[ShardStatus]:
+    starts, speeds = _shard_speeds(events)
     return [_one_shard(run, index, bounds, starts, speeds) for index, bounds in enumerate(manifest.shards)]
 
 
@@ -127,7 +130,7 @@ def run_status(rundir) -> RunStatus:
         return _before_plan(run)
     manifest = Manifest.load(run.manifest)
     events = read_events(run.telemetry)
-    shards = shard_status(rundir)
+    shards = _shards(run, manifest, events)
     lock = inspect_lock(run.lock, probe_flock=False)
     live_beats = [s.heartbeat for s in shards if s.state == "running"]
     speed = sum(b.get("tokens_per_s", 0.0) for b in live_beats) if live_beats else None

@@ -19,10 +19,9 @@ from virnucpro.io.sequences import check_sequence_file
 
 
 def check_input(path: Path) -> None:
-    """The input exists, is a readable file and starts like FASTA/FASTQ (prep checks every record)."""
+    """The input exists, is a readable file (not a directory: io.sequences says so) and starts like FASTA/FASTQ
+    (prep checks every record)."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(path, "is a directory, not a FASTA/FASTQ file")
     if not path.exists():
         raise InputError(path, "input file not found")
     check_sequence_file(path)

@@ -4,7 +4,6 @@ marker, and never while earlier jobs of the run still run."""
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable
@@ -17,7 +16,7 @@ from virnucpro.slurm.jobs import JobsFile, PlanRequest, SlurmError, Submission, 
 from virnucpro.slurm.profile import SlurmProfile
 from virnucpro.slurm.status import active_jobs, job_states
 from virnucpro.slurm.prep_job import submit_prep_job
-from virnucpro.slurm.submit import submit_shards
+from virnucpro.slurm.submit import cancel, submit_shards
 
 log = logging.getLogger(__name__)
 
@@ -59,5 +58,5 @@ def refuse_active_jobs(rundir: Path) -> None:
         raise SlurmError(f"{rundir}: jobs of an earlier submission are still queued or running: {', '.join(shown)}; "
                          "wait for them or scancel them, then resubmit")
     if stale_aggregate:
-        subprocess.run(["scancel", stale_aggregate], capture_output=True, timeout=30)
+        cancel([stale_aggregate])
         log.info("cancelled the earlier aggregation job %s", stale_aggregate)

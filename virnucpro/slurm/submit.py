@@ -116,6 +116,7 @@ def refused(error) -> SlurmError:
 
 
 def cancel(job_ids: Sequence[str]) -> None:
+    """scancel each job (quietly: one already gone is not an error)."""
     for job_id in job_ids:
         subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
 

@@ -11,7 +11,7 @@ same way.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,11 +20,9 @@ from submitit.helpers import Checkpointable
 
 from virnucpro.config import EngineConfig, EnvConfig
 from virnucpro.run.aggregate import aggregate
-from virnucpro.run.manifest import manifest_config
-from virnucpro.run.multigpu import ScorerFactory, select_devices
 from virnucpro.run.options import RunOptions
 from virnucpro.run.rundir import RunDir, attach_log_file
-from virnucpro.run.shard import run_shard
+from virnucpro.run.shard_process import score_shard
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ class ShardTask(Checkpointable):
     rundir: str
     index: int
     engine: EngineConfig  # from `submit`; model files and precision come from the run's manifest
-    # (engine) -> scorer; None: the real engine on the manifest's model files (see run.multigpu.ScorerFactory)
+    # (engine) -> scorer; None: the real engine on the manifest's model files (see run.shard_process.score_shard)
     scorer_factory: Callable | None = None
 
     def __call__(self) -> dict:
@@ -43,12 +41,8 @@ class ShardTask(Checkpointable):
         attach_log_file(RunDir(self.rundir), f"shard{self.index:04d}")
         log.info("shard %d of %s (SLURM job %s, restart %d)", self.index, self.rundir, env.slurm_job_id,
                  env.slurm_restart_count)
-        cfg = manifest_config(Path(self.rundir), self.engine.device)
-        device = select_devices(cfg.engine, 1)[0]
-        engine = replace(self.engine, device=device, precision=cfg.engine.precision,
-                         compile_cache=self.engine.compile_cache or cfg.engine.compile_cache)
-        scorer = (self.scorer_factory or ScorerFactory(cfg.models, env))(engine)
-        result = run_shard(Path(self.rundir), self.index, scorer, options=RunOptions.from_env(env), device=device)
+        result = score_shard(self.rundir, self.index, env, device=self.engine.device, options=RunOptions.from_env(env),
+                             engine=self.engine, scorer_factory=self.scorer_factory)
         return {"shard": self.index, "frames_scored": result.frames_scored, "skipped": result.skipped,
                 "restart": env.slurm_restart_count}
 

@@ -13,6 +13,13 @@ import numpy as np
 PREPEND_TOKENS = ("<cls>", "<pad>", "<eos>", "<unk>")
 RESIDUE_TOKENS = tuple("LAGVSERTIDPKQNFYMHWCXBUZO.-")
 APPEND_TOKENS = ("<mask>",)
+SPECIAL_TOKENS = 2  # <cls> before and <eos> after every protein
+
+
+def esm_tokens(aa_lengths) -> np.ndarray:
+    """ESM-2 tokens of proteins with these residue counts (int64): residues + <cls> + <eos>, the unit of a run's
+    token costs and speeds."""
+    return np.asarray(aa_lengths, dtype=np.int64) + SPECIAL_TOKENS
 
 
 def esm1b_tokens() -> list[str]:
@@ -49,7 +56,7 @@ class ProteinTokenizer:
         return self._table[np.frombuffer(protein.encode("utf-8"), dtype=np.uint8)]
 
     def encode(self, protein: str) -> np.ndarray:
-        ids = np.empty(len(protein.encode("utf-8")) + 2, dtype=np.int64)
+        ids = np.empty(len(protein.encode("utf-8")) + SPECIAL_TOKENS, dtype=np.int64)
         ids[0], ids[-1] = self.cls_id, self.eos_id
         ids[1:-1] = self._residue_ids(protein)
         return ids
