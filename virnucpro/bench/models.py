@@ -114,14 +114,6 @@ class RandomModelsFactory:
                       engine, self.env)
 
 
-def in_memory_scorer_factory(env: EnvConfig, device: torch.device, tokenizer_dir: str | None, esm_budget: int):
-    """Models built once here; every Scorer the run asks for shares them (one GPU, this process)."""
-    from virnucpro.engine.scorer import Scorer
-
-    models = random_loaded_models(device, tokenizer_dir, esm_budget)
-    return lambda engine: Scorer(models, engine, env)
-
-
 def stand_in_model_files(folder: Path) -> ModelPaths:
     """Three small files that stand in for the model files of a benchmarked run: the run directory records their
     checksums as its identity, while the scorer factory holds the random-weight models themselves."""

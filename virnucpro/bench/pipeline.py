@@ -16,7 +16,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from virnucpro.bench import peers
@@ -32,6 +31,7 @@ from virnucpro.run.pipeline import predict_run
 from virnucpro.run.plan import plan_run
 from virnucpro.run.rundir import RunDir
 from virnucpro.run.telemetry import read_events
+from virnucpro.tokenize.protein import esm_tokens
 
 READ_LENGTHS = {"reads150": (150, 300), "reads250": (250, 300), "chunks500": (500, 500)}  # read bp, chunk length
 PART_FRAMES = 2048  # small checkpoint parts: a fine timeline for the split (a part costs ~10 ms to write)
@@ -58,7 +58,7 @@ def time_pipeline(args, env, device) -> list[Measurement]:
 
 def _whole_measurement(rundir: Path, workload: str, seconds: float, busy) -> Measurement:
     lengths = FrameSource(RunDir(rundir).prep).aa_lengths
-    tokens = int((lengths.astype(np.int64) + 2).sum())
+    tokens = int(esm_tokens(lengths).sum())
     layers, dim, _ = ESM_SHAPES["3B"]
     mean_len = tokens / max(len(lengths), 1)
     m = Measurement("whole predict", "3B", workload, len(lengths), tokens, seconds,

@@ -12,14 +12,14 @@ from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
 from virnucpro.bench.workloads import WORKLOADS, esm_flops_per_token
 from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
 from virnucpro.models.esm2 import mean_pool_residues
-from virnucpro.tokenize.protein import ProteinTokenizer
+from virnucpro.tokenize.protein import ProteinTokenizer, esm_tokens
 
 log = logging.getLogger(__name__)
 
 
 def _measure(name, model_name, workload, proteins, fn, device, flops) -> Measurement:
     fn(proteins[: max(8, len(proteins) // 16)])  # warm-up: kernels, allocator, compilation
-    tokens = sum(len(p) + 2 for p in proteins)
+    tokens = int(esm_tokens([len(p) for p in proteins]).sum())
     with UtilisationSampler(device) as sampler:
         seconds = timed(lambda: fn(proteins), device)
     m = Measurement(name, model_name, workload, len(proteins), tokens, seconds, flops, sampler.busy)

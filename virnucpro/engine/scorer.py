@@ -50,7 +50,6 @@ class EngineStats:
     frames: int = 0
     esm_tokens: int = 0
     dna_tokens: int = 0
-    esm_batches: int = 0
     esm_capacity: int = 0
     recomputed_blocks: int = 0  # blocks the non-finite guard computed again in fp32
     rechecked_frames: int = 0  # frames near a boundary computed again in fp32 (a recheck margin)
@@ -230,7 +229,6 @@ class Scorer:
         self.stats.frames += len(block)
         self.stats.esm_tokens += block.protein.tokens
         self.stats.dna_tokens += block.dna.tokens
-        self.stats.esm_batches += len(block.protein.batches)
         self.stats.esm_capacity += len(block.protein.batches) * self.esm_budget
 
 

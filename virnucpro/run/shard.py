@@ -27,6 +27,7 @@ from virnucpro.run.parts import (PartData, PartRef, is_done, list_parts, read_ch
                                  write_part)
 from virnucpro.run.rundir import HEARTBEAT, LOCK, RunDir, disk_errors, remove_temp_files
 from virnucpro.run.telemetry import Heartbeat, Telemetry
+from virnucpro.tokenize.protein import esm_tokens
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def _score_gap(scorer, source, gap, shard_start, keep, options, writer, progress
         cursor += len(block.ids)
         buffer.add(block)
         options.on_event("block")
-        progress(len(block.ids), int(source.aa_lengths[block.start:cursor].sum()) + 2 * len(block.ids))
+        progress(len(block.ids), int(esm_tokens(source.aa_lengths[block.start:cursor]).sum()))
         if buffer.due():
             writer.submit(buffer.take())
     if (rest := buffer.take()) is not None:
@@ -170,7 +171,7 @@ def _part_logger(telemetry: Telemetry, index: int, device: str, source: FrameSou
         beat.checkpointed(len(part.ids))
         now = time.perf_counter()
         seconds, last["time"] = now - last["time"], now
-        tokens = int(source.aa_lengths[part.start:part.stop].sum()) + 2 * len(part.ids)
+        tokens = int(esm_tokens(source.aa_lengths[part.start:part.stop]).sum())
         stats = getattr(scorer, "stats", None)
         telemetry.event("part", shard=index, device=device, start=part.start, stop=part.stop, frames=len(part.ids),
                         tokens=tokens, seconds=round(seconds, 4), frames_per_s=len(part.ids) / max(seconds, 1e-9),
