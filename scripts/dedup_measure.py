@@ -5,8 +5,8 @@ DNABERT-S, the published classifier) with random weights written in the real for
     python scripts/dedup_measure.py --reads 20000 --length 150 --duplicates 0.3 --work /tmp/dedup-measure
     python scripts/dedup_measure.py --device cuda --tokenizer .gpu/dnabert-s ...   # the GPU figures
 
-The de-duplicated run goes first, so any warm-up the process keeps (CUDA context, loaded libraries) favours the
-run without de-duplication.
+Each run is a process of its own (this script again, with --one), so neither inherits the other's CUDA context,
+loaded weights or compiled kernels; each run directory compiles its kernels cold.
 
 Prints one JSON line per run (frames, distinct frames, ESM tokens computed and of all frames, wall seconds and the
 run's stage times) and whether the calls (Prediction column, consensus, summary calls) are identical.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,17 @@ def model_files(args):
     return write_random_checkpoints(args.work / "models", torch.device(args.device), args.tokenizer)
 
 
+def one_run(args) -> int:
+    from virnucpro.config import ModelPaths
+
+    models = ModelPaths(**json.loads((args.work / "models.json").read_text()))
+    chunk_length = 300 if args.length <= 300 else 500
+    result = run(args.work / "reads.fasta", args.work / f"run-{args.one}", models, args.one == "dedup", chunk_length,
+                 args.device)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reads", type=int, default=20000)
@@ -72,19 +84,22 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("dedup-measure"))
     parser.add_argument("--device", default="cpu", help="cpu: tiny models; cuda: the real shapes, random weights")
     parser.add_argument("--tokenizer", default=None, help="with --device cuda: folder of the real DNABERT-S tokenizer")
+    parser.add_argument("--one", choices=("dedup", "full"), help=argparse.SUPPRESS)  # a child: one run, then exit
     args = parser.parse_args()
+    if args.one:
+        return one_run(args)
     from virnucpro.bench.workloads import stop_free_reads
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     reads = args.work / "reads.fasta"
     stop_free_reads(reads, args.reads, length=args.length, seed=5, duplicates=args.duplicates)
-    models = model_files(args)
-    chunk_length = 300 if args.length <= 300 else 500
+    (args.work / "models.json").write_text(json.dumps(vars(model_files(args))))
     results = {}
     for dedup in (True, False):
-        results[dedup] = run(reads, args.work / f"run-{'dedup' if dedup else 'full'}", models, dedup, chunk_length,
-                             args.device)
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", "dedup" if dedup else "full"],
+                               check=True, stdout=subprocess.PIPE, text=True)
+        results[dedup] = json.loads(child.stdout.strip().splitlines()[-1])
         print(json.dumps(results[dedup]), flush=True)
     same = calls(args.work / "run-full") == calls(args.work / "run-dedup")
     saved = 1 - results[True]["tokens_computed"] / results[False]["tokens_computed"]
