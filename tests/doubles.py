@@ -133,3 +133,12 @@ class ContentHashScorerFactory:
     def __call__(self, engine: EngineConfig) -> ContentHashScorer:
         self.scorers.append(ContentHashScorer())
         return self.scorers[-1]
+
+
+def demo_models_and_frames(folder: Path, read_sets=((20, 500), (80, 150))):
+    """The tiny demo model files and ~130 prepared frames of stop-free reads: several blocks of 16 frames, and
+    150 bp reads whose chunks keep several frames."""
+    from virnucpro.bench.fidelity import fidelity_frames
+    from virnucpro.testing.demo import make_demo_models
+
+    return make_demo_models(folder / "models"), fidelity_frames(folder / "frames", read_sets=read_sets)

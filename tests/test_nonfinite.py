@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from doubles import demo_models_and_frames
 from virnucpro.config import EngineConfig, EnvConfig
 from virnucpro.engine.loading import load_models
 from virnucpro.engine.scorer import Scorer
-from virnucpro.io.prep_files import FrameSource, build_index
-from virnucpro.prep.pipeline import run_prep
-from virnucpro.testing.demo import demo_input, make_demo_models
 
 
 class PoisonedEncoder(torch.nn.Module):
@@ -42,12 +40,8 @@ class PoisonedEncoder(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("nonfinite")
-    files = make_demo_models(folder / "models")
-    run_prep(demo_input(), folder / "prep", 500)
-    build_index(folder / "prep")
-    models = load_models(files, EngineConfig(device="cpu"))
-    return models, FrameSource(folder / "prep")
+    files, source = demo_models_and_frames(tmp_path_factory.mktemp("nonfinite"))
+    return load_models(files, EngineConfig(device="cpu")), source
 
 
 def score_all(models, source, fallback=None):
@@ -63,9 +57,15 @@ def test_a_non_finite_block_is_recomputed_and_matches_a_clean_run(setup):
     blocks, stats = score_all(poisoned, source, fallback=lambda: models)
     assert stats.recomputed_blocks == 1 and stats.nonfinite_frames == 0
     assert all(not b.nonfinite for b in blocks)
-    for got, want in zip(blocks, clean):
+    # the first block's poisoned frames were computed again, repacked on their own: equal up to fp32 rounding of
+    # other GEMM shapes; every other block is untouched
+    for got, want in zip(blocks[:1], clean[:1]):
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got.protein, want.protein, rtol=0, atol=1e-5)
+    for got, want in zip(blocks[1:], clean[1:]):
         np.testing.assert_array_equal(got.scores, want.scores)
         np.testing.assert_array_equal(got.protein, want.protein)
+    assert len(blocks) > 1
 
 
 def test_frames_still_non_finite_in_fp32_get_nan_scores_and_are_listed(setup):

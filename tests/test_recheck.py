@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from doubles import demo_models_and_frames
 from virnucpro.config import EngineConfig, EnvConfig
 from virnucpro.engine.batches import TokenizedBlocks, BlockPlan, select_rows, unpacked
 from virnucpro.engine.loading import load_models
 from virnucpro.engine.recheck import rows_to_recheck
 from virnucpro.engine.scorer import Scorer
 from virnucpro.models.precision import BF16, PRECISION_MODES, Numerics
-from virnucpro.testing.demo import make_demo_models
 
 
 def brute_force(ids, scores, margin):
@@ -66,11 +66,7 @@ def test_non_finite_rows_are_left_to_the_guard():
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from virnucpro.bench.fidelity import fidelity_frames
-
-    folder = tmp_path_factory.mktemp("recheck")
-    files = make_demo_models(folder / "models")
-    source = fidelity_frames(folder / "frames", read_sets=((20, 500), (80, 150)))  # 150 bp: chunks of several frames
+    files, source = demo_models_and_frames(tmp_path_factory.mktemp("recheck"))
     return files, load_models(files, EngineConfig(device="cpu")), source
 
 

@@ -12,29 +12,23 @@ import numpy as np
 import pytest
 import torch
 
+from doubles import demo_models_and_frames
 from virnucpro.cli import build_parser
 from virnucpro.config import EngineConfig, EnvConfig
 from virnucpro.engine import loading, scorer as scorer_module
 from virnucpro.engine.loading import HostModels, LoadedModels, load_models, read_models
 from virnucpro.engine.scorer import Scorer
-from virnucpro.io.prep_files import FrameSource, build_index
 from virnucpro.models.skeleton import skeleton
-from virnucpro.prep.pipeline import run_prep
-from virnucpro.testing.demo import demo_input, make_demo_models
 
 CPU = EngineConfig(device="cpu", workers=2)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("startup")
-    files = make_demo_models(folder / "models")
-    run_prep(demo_input(), folder / "prep", 500)
-    build_index(folder / "prep")
-    return files, FrameSource(folder / "prep")
+    return demo_models_and_frames(tmp_path_factory.mktemp("startup"))
 
 
-def _score(scorer: Scorer, source: FrameSource):
+def _score(scorer: Scorer, source):
     return list(scorer.score_range(source, 0, len(source), keep_embeddings=True, block_frames=16, grid_start=0))
 
 
