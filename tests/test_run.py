@@ -333,3 +333,41 @@ def test_cpu_runs_record_the_precision_that_ran(tmp_path, env, golden_prep):
     with pytest.raises(RunStateError, match="precision differs: manifest has fp32, now bf16"):
         plan_run(config(tmp_path, golden_prep / "input.fasta", engine=EngineConfig(device="cuda", precision="bf16")),
                  env, gpus=1, options=OPTIONS)
+
+
+def _hashed_files(monkeypatch) -> list[Path]:
+    import virnucpro.run.checksums as checksums
+
+    hashed, real = [], checksums.sha256_file
+    monkeypatch.setattr(checksums, "sha256_file", lambda path: hashed.append(Path(path)) or real(path))
+    return hashed
+
+
+def test_a_new_run_directory_takes_model_checksums_from_the_shared_cache(planned, env, tmp_path, monkeypatch):
+    """A new run with the same model files hashed them again (6 GB for the real models) although an earlier run had."""
+    cfg, manifest = planned
+    model_files = {Path(getattr(cfg.models, role)).resolve() for role in ("esm", "dnabert", "classifier")}
+    hashed = _hashed_files(monkeypatch)
+    second = plan_run(config(tmp_path, cfg.input, outdir=tmp_path / "second"), env, gpus=1, options=OPTIONS)
+    assert second.identity.models == manifest.identity.models
+    assert not [path for path in hashed if path in model_files or path.parent in model_files]
+    assert hashed  # the input and the prepared files of the new run are still hashed
+
+
+def test_a_model_file_changed_in_place_is_hashed_again_by_a_new_run(planned, env, tmp_path):
+    cfg, manifest = planned
+    esm = Path(cfg.models.esm)
+    content = bytearray(esm.read_bytes())
+    content[-1] ^= 0xFF  # same size, other content, new ctime
+    esm.write_bytes(bytes(content))
+    second = plan_run(config(tmp_path, cfg.input, outdir=tmp_path / "second"), env, gpus=1, options=OPTIONS)
+    assert second.identity.models["esm"]["sha256"] != manifest.identity.models["esm"]["sha256"]
+    assert second.identity.models["classifier"] == manifest.identity.models["classifier"]
+
+
+def test_an_unwritable_shared_cache_costs_a_rehash_not_an_error(tmp_path, golden_prep):
+    store = tmp_path / "store"
+    store.write_text("a file where the model store folder would be")  # nothing can be written under it
+    env = EnvConfig(models_dir=store, cpus=1, no_progress=True)
+    manifest = plan_run(config(tmp_path, golden_prep / "input.fasta"), env, gpus=1, options=OPTIONS)
+    assert manifest.identity.models["esm"]["sha256"]

@@ -25,7 +25,7 @@ from virnucpro.errors import InputError, RunLockedError
 from virnucpro.io.mapped import iter_chunks
 from virnucpro.io.prep_files import FrameSource, build_index
 from virnucpro.models.precision import CPU_NUMERICS
-from virnucpro.run.checksums import ChecksumCache, check_prepared
+from virnucpro.run.checksums import ChecksumCache, check_prepared, shared_cache_path
 from virnucpro.run.dedup import plan_dedup, unique_source
 from virnucpro.run.lock import inspect_lock
 from virnucpro.run.manifest import Manifest, RunIdentity, check_resumable
@@ -147,7 +147,7 @@ def effective_precision(engine: EngineConfig, gpus: int) -> str:
 
 
 def run_identity(cfg: PredictConfig, files: ModelPaths, precision: str, cache: ChecksumCache) -> RunIdentity:
-    models = {role: cache.file_identity(Path(getattr(files, role))) for role in MODEL_ROLES}
+    models = {role: cache.file_identity(Path(getattr(files, role)), shared=True) for role in MODEL_ROLES}
     identity = RunIdentity(cache.file_identity(Path(cfg.input)), cfg.chunk_length, models, precision,
                            cfg.save_embeddings, cfg.min_length)
     cache.save()
@@ -174,7 +174,7 @@ def plan_run(cfg: PredictConfig, env: EnvConfig, *, gpus: int | None = None, min
     if cfg.force_restart or not RunDir(cfg.outdir).manifest.exists():
         check_model_files(files)  # before anything is written: a bad model never gets into a manifest
     with run_session(cfg.outdir, "plan") as run, disk_errors(run.root):
-        cache = ChecksumCache(run.checksum_cache)
+        cache = ChecksumCache(run.checksum_cache, shared=shared_cache_path(env.models_dir))
         identity = run_identity(cfg, files, effective_precision(cfg.engine, gpus), cache)
         existing = Manifest.load(run.manifest) if run.manifest.exists() else None
         remove_stale_temps(run, tuple(existing.prep_files) if existing else ())
