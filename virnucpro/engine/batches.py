@@ -51,24 +51,26 @@ class Block:
         return len(self.ids)
 
 
-def unpacked(group: PackedGroup, rows: int) -> list[np.ndarray]:
-    """The token array of each of a block's `rows` sequences, in block order (pack_group's inverse)."""
-    arrays: list = [None] * rows
+def unpacked(group: PackedGroup, rows: list[int]) -> list[np.ndarray]:
+    """The token arrays of the block's sequences at positions `rows`, in that order (pack_group's inverse)."""
+    wanted, arrays = set(rows), {}
     for batch, order in zip(group.batches, group.orders):
-        bounds = batch.cu_seqlens.tolist()
-        tokens = batch.input_ids.numpy()
-        for position, row in enumerate(order.tolist()):
-            arrays[row] = tokens[bounds[position]:bounds[position + 1]]
-    return arrays
+        positions = order.tolist()
+        if wanted.isdisjoint(positions):
+            continue
+        bounds, tokens = batch.cu_seqlens.tolist(), batch.input_ids.numpy()
+        for position, row in enumerate(positions):
+            if row in wanted:
+                arrays[row] = tokens[bounds[position]:bounds[position + 1]]
+    return [arrays[row] for row in rows]
 
 
 def select_rows(block: Block, rows: np.ndarray, esm_budget: int, dna_budget: int) -> Block:
     """A block of only `rows` (positions in `block`, ascending), packed afresh; its `start` is the parent's."""
     rows = [int(row) for row in rows]
-    proteins, dna = unpacked(block.protein, len(block)), unpacked(block.dna, len(block))
     return Block(start=block.start, ids=[block.ids[row] for row in rows],
-                 protein=pack_group([proteins[row] for row in rows], esm_budget),
-                 dna=pack_group([dna[row] for row in rows], dna_budget))
+                 protein=pack_group(unpacked(block.protein, rows), esm_budget),
+                 dna=pack_group(unpacked(block.dna, rows), dna_budget))
 
 
 def pack_group(arrays: list[np.ndarray], token_budget: int) -> PackedGroup:

@@ -20,6 +20,7 @@ from virnucpro.engine.determinism import make_deterministic, use_compile_cache
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.dnabert import DnaBert, place_dnabert, read_dnabert
+from virnucpro.models.attention import HALF_ONLY
 from virnucpro.models.esm2 import ESM2, place_esm2, read_esm2
 from virnucpro.models.precision import CPU_NUMERICS, FP32, PRECISION_MODES, Numerics
 from virnucpro.tokenize.dna import DnaTokenizer
@@ -163,11 +164,12 @@ def _place_encoders(host: HostModels):
     """(esm, dnabert, fp32 reference encoders or None) on the device: with a recheck margin both are placed in
     fp32 (the files' own weights, not a cast back from half precision) and the fast encoders are copies of them."""
     engine, device, numerics = host.engine, host.device, host.numerics
-    keep_fp32 = numerics.recheck_margin > 0
-    esm = place_esm2(host.esm, device, FP32 if keep_fp32 else numerics.esm, attention=engine.attention)
-    dnabert = place_dnabert(host.dnabert, device, FP32 if keep_fp32 else numerics.dnabert, attention=engine.attention)
-    if not keep_fp32:
-        return esm, dnabert, None
+    if numerics.recheck_margin <= 0:
+        return (place_esm2(host.esm, device, numerics.esm, attention=engine.attention),
+                place_dnabert(host.dnabert, device, numerics.dnabert, attention=engine.attention), None)
+    exact = "auto" if engine.attention in HALF_ONLY else engine.attention  # FlashAttention kernels take no fp32
+    esm = place_esm2(host.esm, device, FP32, attention=exact)
+    dnabert = place_dnabert(host.dnabert, device, FP32, attention=exact)
     fast = (_copy_in(esm, numerics.esm, device, engine.attention),
             _copy_in(dnabert, numerics.dnabert, device, engine.attention))
     return *fast, (esm, dnabert)
