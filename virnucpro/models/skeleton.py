@@ -27,6 +27,8 @@ def _keep(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _no_init() -> Iterator[None]:
+    """torch.nn.init disabled process-wide for the duration: checkpoints are read one at a time on one thread, and
+    nothing else builds modules then (a module built by another thread meanwhile would go uninitialised)."""
     saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS if hasattr(init, name)}
     try:
         for name in saved:
