@@ -3,10 +3,12 @@
 #   before: bash scripts/gpu_wheels.sh (makes .whl/site-cp312.tar.xz from requirements.lock)
 #   carry: .whl (the lock's packages but torch, triton, nvidia-*, cuda-*, which the GPU machine has) and .gpu
 #          (the real DNABERT-S tokenizer, no weights)
-#   usage: bash scripts/gpu_suite.sh [tests|selftest|bench|load|scaling|all] [extra bench args...]
+#   usage: bash scripts/gpu_suite.sh [tests|selftest|bench|load|scaling|dedup|startup|all] [extra bench args...]
 #     tests: the installed versions against the lock, `virnucpro selftest --device cuda`, pytest -m gpu;
 #     selftest: the first two only; bench: every peer, DNABERT-S, whole predict; load: 3B .pt vs .safetensors
-#     load time; scaling: whole predict on 1, 2, 4 GPUs of this node (those visible)
+#     load time; scaling: whole predict on 1, 2, 4 GPUs of this node (those visible); dedup: whole predict with and
+#     without de-duplication on 30% duplicate 150 bp reads, each in its own process; startup: array-task start-up
+#     (scripts/startup_ab.py; STARTUP_VARIANTS=folder,... compares other package folders in the same call)
 # Every mode first compares the installed versions with requirements.lock (versions.txt) and stops with exit 3
 # on any difference, torch included: results count only on the locked stack. ALLOW_LOCK_MISMATCH=1 runs anyway.
 set -uo pipefail
@@ -47,5 +49,15 @@ fi
 if [[ $what == scaling ]]; then
   python3 -m virnucpro bench --esm "" --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --scaling 1,2,4 \
     --json "$OUT/scaling.json" "$@" 2>&1 | tee "$OUT/scaling.log"
+fi
+if [[ $what == dedup ]]; then
+  python3 scripts/dedup_measure.py --device cuda --tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --reads 20000 --length 150 \
+    --duplicates 0.3 --work "${TMPDIR:-/tmp}/virnucpro-dedup" 2>"$OUT/dedup.err" | tee "$OUT/dedup.jsonl"
+  (( PIPESTATUS[0] == 0 )) || status=1
+fi
+if [[ $what == startup ]]; then
+  python3 scripts/startup_ab.py --variants "${STARTUP_VARIANTS:-.}" --tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" \
+    --json "$OUT/startup.json" 2>"$OUT/startup.err" | tee "$OUT/startup.jsonl"
+  (( PIPESTATUS[0] == 0 )) || status=1
 fi
 exit $status
