@@ -75,10 +75,17 @@ class ModelPaths:
     classifier: str | None = None  # 300_model.pth / 500_model.pth / state dict / safetensors
 
 
+# The --precision modes by name (what each computes in: models.precision.PRECISION_MODES). Named here, without
+# torch, so that the commands that never compute (status, aggregate, call) do not import it.
+PRECISION_NAMES = ("fp16", "bf16", "accurate", "fp32")
+DEFAULT_PRECISION = "fp16"
+CPU_PRECISION = "fp32"  # what every mode computes in on a CPU, where half-precision GEMMs are slow
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "fp16"  # fp16 | bf16 | accurate | fp32 (models.precision.PRECISION_MODES; fp32 on CPU)
+    precision: str = DEFAULT_PRECISION  # one of PRECISION_NAMES (CPU_PRECISION on a CPU)
     token_budget: int = 0  # tokens per packed batch; 0 = sized from the GPU's total memory (engine/loading.py)
     workers: int = -1  # DataLoader workers; -1 = from CPUs
     compile: bool = False  # torch.compile the whole models

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
-from virnucpro.models.precision import DEFAULT_PRECISION, PRECISION_MODES
+from virnucpro.config import DEFAULT_PRECISION, PRECISION_NAMES, EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.prep.chunking import PUBLISHED_CHUNK_LENGTHS
 from virnucpro.run.calls import CONSENSUS_FORMATS
 from virnucpro.run.options import RunOptions, ignore_event
@@ -34,7 +33,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dnabert-model", default=None, help="DNABERT-S Hugging Face folder (default: model store)")
     group.add_argument("--classifier", default=None, help="300_model.pth / 500_model.pth (default: by --chunk-length)")
     group.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    group.add_argument("--precision", choices=tuple(PRECISION_MODES), default=DEFAULT_PRECISION,
+    group.add_argument("--precision", choices=PRECISION_NAMES, default=DEFAULT_PRECISION,
                        help=PRECISION_HELP)
     group.add_argument("--token-budget", type=int, default=0, help="tokens per packed batch (default: from GPU memory)")
     group.add_argument("--workers", type=int, default=-1, help="CPU DataLoader workers (default: from CPUs)")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from virnucpro.config import CPU_PRECISION, DEFAULT_PRECISION, PRECISION_NAMES  # noqa: F401 (re-exported)
+
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -91,8 +93,9 @@ PRECISION_MODES = {
     # the exact reference: fp32 everywhere, TF32 off: 99.98% (only exact ties differ), ~9% of the speed
     "fp32": Numerics("fp32", FP32, FP32),
 }
-DEFAULT_PRECISION = "fp16"
-CPU_NUMERICS = PRECISION_MODES["fp32"]  # half-precision GEMMs are slow on CPUs: every mode computes in fp32 there
+if tuple(PRECISION_MODES) != PRECISION_NAMES:
+    raise ImportError(f"models.precision defines {tuple(PRECISION_MODES)}, config names {PRECISION_NAMES}")
+CPU_NUMERICS = PRECISION_MODES[CPU_PRECISION]  # half-precision GEMMs are slow on CPUs: every mode computes fp32 there
 
 
 def custom_precision(gemm: str, residual: str = "fp32", attention: str | None = None, tf32: bool = False) -> Precision:

@@ -20,11 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from virnucpro.config import EngineConfig, EnvConfig, ModelPaths, PredictConfig
+from virnucpro.config import CPU_PRECISION, EngineConfig, EnvConfig, ModelPaths, PredictConfig
 from virnucpro.errors import InputError, RunLockedError
 from virnucpro.io.mapped import iter_chunks
 from virnucpro.io.prep_files import FrameSource, build_index
-from virnucpro.models.precision import CPU_NUMERICS
 from virnucpro.run.checksums import ChecksumCache, check_prepared, shared_cache_path
 from virnucpro.run.dedup import plan_dedup, unique_source
 from virnucpro.run.lock import inspect_lock
@@ -141,9 +140,9 @@ def plan_frames(prep_dir: Path, dedup: bool, min_shards: int, options: RunOption
 
 
 def effective_precision(engine: EngineConfig, gpus: int) -> str:
-    """The --precision mode that really computes: on the CPU every mode runs fp32 (models.precision.CPU_NUMERICS),
+    """The --precision mode that really computes: on the CPU every mode runs fp32 (config.CPU_PRECISION),
     so a CPU run records fp32 and may be resumed with any --precision on the CPU."""
-    return CPU_NUMERICS.mode if engine.device == "cpu" or gpus == 0 else engine.precision
+    return CPU_PRECISION if engine.device == "cpu" or gpus == 0 else engine.precision
 
 
 def run_identity(cfg: PredictConfig, files: ModelPaths, precision: str, cache: ChecksumCache) -> RunIdentity:
