@@ -19,8 +19,8 @@ from virnucpro.config import EngineConfig, ModelPaths
 from virnucpro.engine.determinism import make_deterministic, use_compile_cache
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
-from virnucpro.models.dnabert import DnaBert, place_dnabert, read_dnabert
 from virnucpro.models.attention import HALF_ONLY
+from virnucpro.models.dnabert import DnaBert, place_dnabert, read_dnabert
 from virnucpro.models.esm2 import ESM2, place_esm2, read_esm2
 from virnucpro.models.precision import CPU_NUMERICS, FP32, PRECISION_MODES, Numerics
 from virnucpro.tokenize.dna import DnaTokenizer

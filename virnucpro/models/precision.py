@@ -57,8 +57,8 @@ class Numerics:
     esm: Precision
     dnabert: Precision
     # > 0: frames whose call could differ from fp32's are computed again with fp32 models (engine.recheck): those
-    # with |score2 - score1| below this, and the deciding frames of a chunk whose best virus and best non-virus
-    # scores are closer than this.
+    # with |score2 - score1| below this, and every frame of a chunk whose best virus and best non-virus scores are
+    # closer than this.
     recheck_margin: float = 0.0
 
     @property
