@@ -6,7 +6,9 @@ DNABERT-S, the published classifier) with random weights written in the real for
     python scripts/dedup_measure.py --device cuda --tokenizer .gpu/dnabert-s ...   # the GPU figures
 
 Each run is a process of its own (this script again, with --one), so neither inherits the other's CUDA context,
-loaded weights or compiled kernels; each run directory compiles its kernels cold.
+loaded weights or compiled kernels. By default each run directory compiles its kernels cold; with --warm a small
+run first fills one compile cache (and the model store's checksum cache) that both measured runs then use, as the
+array tasks of one run do, so the two differ only in what they compute.
 
 Prints one JSON line per run (frames, distinct frames, ESM tokens computed and of all frames, wall seconds and the
 run's stage times) and whether the calls (Prediction column, consensus, summary calls) are identical.
@@ -23,7 +25,8 @@ import time
 from pathlib import Path
 
 
-def run(reads: Path, outdir: Path, models, dedup: bool, chunk_length: int, device: str) -> dict:
+def run(reads: Path, outdir: Path, models, dedup: bool, chunk_length: int, device: str,
+        compile_cache: Path | None = None) -> dict:
     from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
     from virnucpro.run.manifest import Manifest
     from virnucpro.run.pipeline import predict_run
@@ -31,7 +34,8 @@ def run(reads: Path, outdir: Path, models, dedup: bool, chunk_length: int, devic
     from virnucpro.run.telemetry import read_events
 
     cfg = PredictConfig(input=reads, outdir=outdir, chunk_length=chunk_length, models=models,
-                        engine=EngineConfig(device=device), dedup=dedup)
+                        engine=EngineConfig(device=device, compile_cache=compile_cache and str(compile_cache)),
+                        dedup=dedup)
     env = EnvConfig.from_environ({"VIRNUCPRO_NO_PROGRESS": "1"})
     started = time.perf_counter()
     predict_run(cfg, env)
@@ -70,8 +74,9 @@ def one_run(args) -> int:
 
     models = ModelPaths(**json.loads((args.work / "models.json").read_text()))
     chunk_length = 300 if args.length <= 300 else 500
-    result = run(args.work / "reads.fasta", args.work / f"run-{args.one}", models, args.one == "dedup", chunk_length,
-                 args.device)
+    reads = args.work / ("reads-warmup.fasta" if args.one == "warmup" else "reads.fasta")
+    result = run(reads, args.work / f"run-{args.one}", models, args.one != "full", chunk_length, args.device,
+                 args.work / "compile-cache" if args.warm else None)
     print(json.dumps(result), flush=True)
     return 0
 
@@ -84,7 +89,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("dedup-measure"))
     parser.add_argument("--device", default="cpu", help="cpu: tiny models; cuda: the real shapes, random weights")
     parser.add_argument("--tokenizer", default=None, help="with --device cuda: folder of the real DNABERT-S tokenizer")
-    parser.add_argument("--one", choices=("dedup", "full"), help=argparse.SUPPRESS)  # a child: one run, then exit
+    parser.add_argument("--warm", action="store_true", help="a small run first warms one shared compile cache")
+    parser.add_argument("--one", choices=("dedup", "full", "warmup"), help=argparse.SUPPRESS)  # a child: one run, then exit
     args = parser.parse_args()
     if args.one:
         return one_run(args)
@@ -96,11 +102,15 @@ def main() -> int:
     stop_free_reads(reads, args.reads, length=args.length, seed=5, duplicates=args.duplicates)
     (args.work / "models.json").write_text(json.dumps(vars(model_files(args))))
     results = {}
-    for dedup in (True, False):
-        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", "dedup" if dedup else "full"],
+    if args.warm:
+        stop_free_reads(args.work / "reads-warmup.fasta", max(args.reads // 10, 100), length=args.length, seed=6)
+    for one in (["warmup"] if args.warm else []) + ["dedup", "full"]:
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", one],
                                check=True, stdout=subprocess.PIPE, text=True)
-        results[dedup] = json.loads(child.stdout.strip().splitlines()[-1])
-        print(json.dumps(results[dedup]), flush=True)
+        result = json.loads(child.stdout.strip().splitlines()[-1])
+        print(json.dumps({"run": one, **result}), flush=True)
+        if one != "warmup":
+            results[one == "dedup"] = result
     same = calls(args.work / "run-full") == calls(args.work / "run-dedup")
     saved = 1 - results[True]["tokens_computed"] / results[False]["tokens_computed"]
     print(json.dumps({"calls_identical": same, "tokens_saved": round(saved, 4),

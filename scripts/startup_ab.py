@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--tokenizer", default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--device", default="cuda", help="cpu: a dry run with the tiny demo models")
+    parser.add_argument("--sample", type=Path, default=None,
+                        help="folder: also run one more warm task of this tree under scripts/stack_sampler.py and "
+                             "write its samples there (not timed with the others)")
     args = parser.parse_args()
     import torch
 
@@ -40,6 +43,7 @@ def main() -> int:
     from virnucpro.run.plan import plan_run
 
     variants = ["."] + args.variants.split(",")  # the first task compiles (cold cache) with this tree
+    shards = len(variants) + (1 if args.sample else 0)
     work = Path(tempfile.mkdtemp(prefix="virnucpro-startup-"))
     if args.device == "cpu":
         from virnucpro.testing.demo import make_demo_models
@@ -48,18 +52,24 @@ def main() -> int:
     else:
         files = write_random_checkpoints(work / "models", torch.device(args.device), args.tokenizer)
     reads = work / "reads.fasta"
-    stop_free_reads(reads, args.reads * len(variants), length=150)
+    stop_free_reads(reads, args.reads * shards, length=150)
     cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=300, models=files,
                         engine=EngineConfig(device=args.device), gpus=1)
     env = EnvConfig.from_environ(dict(os.environ))
-    plan_run(cfg, env, gpus=1, min_shards=len(variants))
+    plan_run(cfg, env, gpus=1, min_shards=shards)
     child_env = {**os.environ, "VIRNUCPRO_PART_FRAMES": str(PART_FRAMES), "VIRNUCPRO_NO_PROGRESS": "1"}
     rows = []
-    for index, variant in enumerate(variants):
+    sampler = [sys.executable, str(Path(__file__).with_name("stack_sampler.py")), "--out", "SAMPLES", "--"]
+    tasks = [(variant, []) for variant in variants] + ([(".", sampler)] if args.sample else [])
+    for index, (variant, wrapper) in enumerate(tasks):
+        if wrapper:
+            args.sample.mkdir(parents=True, exist_ok=True)
+            wrapper = [str(args.sample / f"task{index}.jsonl") if word == "SAMPLES" else word for word in wrapper]
         started = time.time()
-        subprocess.run([sys.executable, "-m", "virnucpro", "shard", str(cfg.outdir), "--index", str(index),
-                        "--device", args.device], check=True, cwd=Path(variant).resolve(), env=child_env)
-        row = {"task": index, "variant": variant, "cache": "cold" if index == 0 else "warm",
+        subprocess.run([*(wrapper or [sys.executable]), "-m", "virnucpro", "shard", str(cfg.outdir), "--index",
+                        str(index), "--device", args.device], check=True, cwd=Path(variant).resolve(), env=child_env)
+        row = {"task": index, "variant": variant + (" (sampled)" if wrapper else ""),
+               "cache": "cold" if index == 0 else "warm",
                "process_s": round(time.time() - started, 2), **timeline(cfg.outdir, started, shard=index)}
         rows.append(row)
         print(json.dumps(row), flush=True)

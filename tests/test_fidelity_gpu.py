@@ -3,7 +3,7 @@
 Real shapes (ESM-2 3B, DNABERT-S), random weights, ~1,500 held-out frames of 500 bp and 150 bp reads; five
 classifiers calibrated to call half of the frames viral (the harshest case; see virnucpro/bench/fidelity.py). The
 oracle is fair-esm's own fp32 forward and the eager fp32 DNABERT-S reference. Measured on an H200
-(docs/benchmarks.md, "Numerics"): fp16 99.84%, accurate 99.97%, fp32 99.97-100%, bf16 98.76% on this set
+(docs/benchmarks.md, "Numerics"): fp16 99.84%, accurate 99.95-99.97%, fp32 99.97-100%, bf16 98.76% on this set
 (`accurate` rechecks frames per classifier: the engine runs once per classifier for it).
 Each mode must keep its promise, and no call may change unless the frame sits within a tenth of the median margin
 of the decision boundary. The second engine pass of each mode is timed (whole engine: both models, pooling,
@@ -21,7 +21,10 @@ import pytest
 import torch
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-PROMISES = {"fp16": 0.998, "accurate": 0.9995, "fp32": 0.9995, "bf16": 0.985}  # mean agreement over classifiers
+# Mean agreement over classifiers, a tie (a reference margin below fidelity.TIE_MARGIN, within the fp32 engine's
+# own reproducibility) counting as agreeing: `accurate` and `fp32` flipped 2-4 such frames per run, each on a
+# reference margin under 5e-6 (H200, docs/benchmarks.md); the raw agreement is reported beside it.
+PROMISES = {"fp16": 0.998, "accurate": 0.9995, "fp32": 0.9995, "bf16": 0.985}
 # A flipped call's reference margin, as a fraction of the median |virus - others| logit margin: within a tenth for
 # fp16 and better; bf16's coarser rounding reached 0.14 on this set (H200, docs/benchmarks.md).
 NEAR_BOUNDARY = {"fp16": 0.1, "accurate": 0.1, "fp32": 0.1, "bf16": 0.2}
@@ -65,7 +68,7 @@ def test_precision_mode_keeps_its_promise(oracle, mode):
     report = {**agreement.as_dict(), "engine_esm_tokens_per_s": oracle["tokens"] / seconds,
               "rechecked_frames": stats.rechecked_frames}
     _save(oracle["report"], mode, report)
-    assert agreement.agreement >= PROMISES[mode], report
+    assert agreement.agreement_beyond_ties >= PROMISES[mode], report
     assert all(abs(m) < NEAR_BOUNDARY[mode] * agreement.margin_abs_median
                for m in agreement.flipped_reference_margins), report
     del models

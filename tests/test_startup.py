@@ -101,3 +101,21 @@ def test_the_cli_imports_only_the_command_it_runs():
     choices = next(a for a in everything._actions if a.dest == "command").choices
     assert {"shard", "predict", "submit", "status"} <= set(choices)
     assert set(next(a for a in build_parser(["nonsense"])._actions if a.dest == "command").choices) == set(choices)
+
+
+def test_the_threaded_weight_copy_moves_every_parameter_and_buffer(setup):
+    """`copy_to_device` replaces module.to(device): the same parameters (still Parameters) and buffers (ESM-2's
+    fp32 rotary inv_freq included), all on the new device, through its thread pool."""
+    files, _ = setup
+    host = read_models(files, EngineConfig(device="cpu"))
+    modules = (host.esm, host.dnabert, host.classifier)
+    before = {(i, name): (tuple(t.shape), t.dtype) for i, m in enumerate(modules)
+              for name, t in (*m.named_parameters(), *m.named_buffers())}
+    loading.copy_to_device(modules, torch.device("meta"), threads=4)
+    after = {(i, name): (tuple(t.shape), t.dtype) for i, m in enumerate(modules)
+             for name, t in (*m.named_parameters(), *m.named_buffers())}
+    assert after == before
+    for module in modules:
+        assert all(isinstance(p, torch.nn.Parameter) and p.device.type == "meta" for p in module.parameters())
+        assert all(b.device.type == "meta" for b in module.buffers())
+    assert host.esm.layers[0].self_attn.rot_emb.inv_freq.dtype == torch.float32

@@ -17,9 +17,17 @@ import torch
 CUBLAS_WORKSPACE = ":4096:8"
 
 
+def deterministic_kernels(device: torch.device) -> bool:
+    """Whether the engine fixes its kernel choices on `device` (the CPU kernels used here are deterministic
+    already); recorded in a run's identity before `make_deterministic` runs."""
+    return device.type == "cuda"
+
+
 def make_deterministic(device: torch.device) -> None:
-    if device.type != "cuda":
-        return  # the CPU kernels used here are deterministic already
+    """Before the first kernel on `device`. Imports Inductor's configuration (torch.use_deterministic_algorithms
+    does too), so a scoring process calls it once the compiler's import has finished in the background."""
+    if not deterministic_kernels(device):
+        return
     os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE  # read when cuBLAS first allocates its workspace
     torch.use_deterministic_algorithms(True, warn_only=True)
     deterministic = getattr(torch.utils, "deterministic", None)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import torch
 
 from virnucpro.config import EngineConfig, ModelPaths
-from virnucpro.engine.determinism import make_deterministic, use_compile_cache
+from virnucpro.engine.determinism import deterministic_kernels, make_deterministic, use_compile_cache
 from virnucpro.errors import ModelError
 from virnucpro.models.classifier import load_classifier
 from virnucpro.models.attention import HALF_ONLY
@@ -35,6 +36,7 @@ _ACTIVATION_BYTES_PER_TOKEN_PER_DIM = 48
 ESM_TOKEN_BUDGET = 32768
 DNABERT_TOKEN_BUDGET = 65536
 _CPU_BUDGET = 4096
+_COPY_THREADS = 8
 
 
 @dataclass
@@ -106,7 +108,6 @@ def load_models(paths: ModelPaths, engine: EngineConfig) -> LoadedModels:
 def read_models(paths: ModelPaths, engine: EngineConfig) -> HostModels:
     """Checkpoints read and checked, device and numerics set up, tokenizers, token budgets and identity fixed."""
     device = resolve_device(engine.device)
-    make_deterministic(device)
     if device.type == "cuda":
         use_compile_cache(engine.compile_cache)
     numerics = resolve_numerics(engine.precision, device)
@@ -134,10 +135,10 @@ def place_models(host: HostModels) -> LoadedModels:
     engine, device, numerics = host.engine, host.device, host.numerics
     compiles = device.type == "cuda" and (engine.fuse or engine.compile)
     importing = _import_compiler_in_background() if compiles else None
-    for model in (host.esm, host.dnabert, host.classifier):  # the copy; GIL released, so the import overlaps it
-        model.to(device)
+    copy_to_device((host.esm, host.dnabert, host.classifier), device)  # GIL released: the import overlaps it
     if importing is not None:
         importing.join()
+    make_deterministic(device)  # before the first kernel (the casts below); imports Inductor's config
     esm, dnabert, reference = _place_encoders(host)
     classifier = host.classifier.eval()
     chosen = {"esm": esm.attention_backend, "dnabert": dnabert.attention_backend}
@@ -175,12 +176,31 @@ def _place_encoders(host: HostModels):
     return *fast, (esm, dnabert)
 
 
+def copy_to_device(modules, device: torch.device, threads: int = _COPY_THREADS) -> None:
+    """Every parameter and buffer of `modules` copied to `device` by a pool of threads, in place of
+    `module.to(device)`: the weights are memory-mapped checkpoint pages, and one thread copying them page-faults
+    them in and stages them through the driver's pinned buffer one tensor at a time (~1 GB/s); several copies in
+    flight overlap the faults, the staging and the DMA."""
+    tensors = {id(t): t for module in modules for t in (*module.parameters(), *module.buffers())}
+    if threads <= 1 or device.type == "cpu":
+        copies = {key: t.to(device) for key, t in tensors.items()}
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="copy-weights") as pool:
+            copies = dict(zip(tensors, pool.map(lambda t: t.to(device), tensors.values())))
+    for module in modules:
+        module._apply(lambda t: copies[id(t)] if id(t) in copies else t.to(device))
+
+
 def _import_compiler_in_background() -> threading.Thread:
-    """torch.compile's first use imports torch._dynamo and Inductor (~1-2 s of Python); started here it runs
-    while the main thread waits on the weight copy instead of after it."""
+    """torch.compile's first use imports torch._dynamo and Inductor (~2 s of Python) and hashes Triton's sources
+    for its cache keys (~0.5 s); started here it runs while the main thread waits on the weight copy instead of
+    before it (deterministic mode's setup) and in the first forward."""
     def import_compiler() -> None:
         import torch._dynamo  # noqa: F401
         import torch._inductor.compile_fx  # noqa: F401
+        from torch._inductor.codecache import CacheBase
+
+        CacheBase.get_system()  # functools.cache'd: the first compiled call reuses it
 
     thread = threading.Thread(target=import_compiler, name="import-torch-compile", daemon=True)
     thread.start()
@@ -213,4 +233,4 @@ def engine_numerics(numerics: Numerics, device: torch.device, attention: dict, b
     return {"precision": numerics.describe(), "attention": dict(attention),
             "token_budgets": list(budgets), "torch": torch.__version__, "cuda": torch.version.cuda,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "deterministic": torch.are_deterministic_algorithms_enabled()}
+            "deterministic": deterministic_kernels(device)}
