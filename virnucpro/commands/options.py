@@ -18,9 +18,9 @@ from virnucpro.run.options import RunOptions, ignore_event
 # calibration, and speed relative to the default.
 PRECISION_HELP = ("numerics on the GPU (always fp32 on the CPU): fp16 (default; 99.81%% of calls identical to fp32, "
                   "full speed), bf16 (98.9%%, ~5%% faster), accurate (fp16, then every frame within 0.02 of a "
-                  "call's boundary computed again in fp32: 99.97%%, as fp32 itself on the same frames; 90%% speed with "
-                  "9%% of frames rechecked), fp32 (the exact reference: 99.97-100%%, only exact ties differ; ~9-18%% "
-                  "speed)")
+                  "call's boundary computed again in fp32: 99.95-99.97%%, every other call a tie fp32 itself cannot "
+                  "resolve; 56-90%% speed with 9%% of frames rechecked), fp32 (the exact reference: 99.97-100%%, only "
+                  "ties differ; ~9-18%% speed)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
