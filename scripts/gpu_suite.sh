@@ -3,10 +3,11 @@
 #   before: bash scripts/gpu_wheels.sh (makes .whl/site-cp312.tar.xz from requirements.lock)
 #   carry: .whl (the lock's packages but torch, triton, nvidia-*, cuda-*, which the GPU machine has) and .gpu
 #          (the real DNABERT-S tokenizer, no weights)
-#   usage: bash scripts/gpu_suite.sh [tests|selftest|fidelity|bench|load|scaling|dedup|startup|all] [extra args...]
+#   usage: bash scripts/gpu_suite.sh [tests|selftest|fidelity|bench|esm|load|scaling|dedup|startup|all] [extra args]
 #     tests: the installed versions against the lock, `virnucpro selftest --device cuda`, pytest -m gpu;
 #     selftest: the first two only; fidelity: the fidelity test of every --precision mode (extra args go to
-#     pytest, e.g. -k accurate); bench: every peer, DNABERT-S, whole predict; load: 3B .pt vs .safetensors
+#     pytest, e.g. -k accurate); bench: every peer, DNABERT-S, whole predict; esm: ESM-2 3B alone, ours against
+#     transformers and the shape-GEMM ceiling; load: 3B .pt vs .safetensors
 #     load time; scaling: whole predict on 1, 2, 4 GPUs of this node (those visible); dedup: whole predict with and
 #     without de-duplication on 30% duplicate 150 bp reads, each in its own process, both after a warm-up run;
 #     startup: array-task start-up (scripts/startup_ab.py [--sample FOLDER]; STARTUP_VARIANTS=folder,... compares
@@ -55,6 +56,10 @@ fi
 if [[ $what == bench || $what == all ]]; then
   python3 -m virnucpro bench --dnabert --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --pipeline \
     --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+fi
+if [[ $what == esm ]]; then
+  python3 -m virnucpro bench --esm 3B --workloads chunks500,reads150 --peers ours,hf-sdpa-bf16 --sequences 6144 \
+    --peer-sequences 1024 --json "$OUT/bench-esm.json" "$@" 2>&1 | tee "$OUT/bench-esm.log"
 fi
 if [[ $what == load || $what == all ]]; then
   python3 scripts/time_model_load.py --random-3b --repeats 2 --scratch "${TMPDIR:-/tmp}" 2>&1 | tee "$OUT/model-load.jsonl"

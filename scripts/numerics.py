@@ -20,7 +20,7 @@ import torch  # noqa: E402
 
 from virnucpro.bench import fidelity, peers  # noqa: E402
 from virnucpro.bench.models import random_dnabert, random_fairesm  # noqa: E402
-from virnucpro.bench.timing import timed  # noqa: E402
+from virnucpro.bench.timing import esm_gemm_ceiling, timed  # noqa: E402
 from virnucpro.bench.workloads import ESM_SHAPES, WORKLOADS  # noqa: E402
 from virnucpro.config import EnvConfig  # noqa: E402
 from virnucpro.models.dnabert import mean_pool_all_tokens  # noqa: E402
@@ -90,27 +90,6 @@ def deterministic_check(variant, ctx) -> dict:
     return result
 
 
-def gemm_ceiling(tokens: int, dim: int, layers: int, device) -> float:
-    """Tokens/s if ESM-2 ran only its GEMMs (q, k, v, out, fc1, fc2 per layer) at their measured bf16 rates."""
-    x = torch.randn(tokens, dim, device=device, dtype=torch.bfloat16)
-    h = torch.randn(tokens, 4 * dim, device=device, dtype=torch.bfloat16)
-    w = torch.randn(dim, dim, device=device, dtype=torch.bfloat16)
-    w1 = torch.randn(4 * dim, dim, device=device, dtype=torch.bfloat16)
-    w2 = torch.randn(dim, 4 * dim, device=device, dtype=torch.bfloat16)
-    b, b1 = torch.zeros(dim, device=device, dtype=torch.bfloat16), torch.zeros(4 * dim, device=device, dtype=torch.bfloat16)
-
-    def one_layer():
-        for _ in range(4):
-            torch.nn.functional.linear(x, w, b)
-        torch.nn.functional.linear(x, w1, b1)
-        torch.nn.functional.linear(h, w2, b)
-
-    for _ in range(3):
-        one_layer()
-    seconds = timed(lambda: [one_layer() for _ in range(20)], device) / 20
-    return tokens / (seconds * layers)
-
-
 def profile(variant, ctx, out: Path) -> dict:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
@@ -136,7 +115,7 @@ def profile(variant, ctx, out: Path) -> dict:
     tokens = sum(int(b.input_ids.numel()) for b in batches)
     result = {"variant": variant.mode, "wall_s": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
               "kernel_seconds": {k: round(v, 4) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
-              "gemm_ceiling_tokens_per_s": gemm_ceiling(32768, 2560, 36, ctx["device"])}
+              "gemm_ceiling_tokens_per_s": esm_gemm_ceiling(36, 2560, 32768, variant.esm.gemm, ctx["device"])}
     log("profile", json.dumps(result))
     del models
     torch.cuda.empty_cache()

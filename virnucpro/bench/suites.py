@@ -8,7 +8,7 @@ import torch
 
 from virnucpro.bench import peers
 from virnucpro.bench.models import DEFAULT_NUMERICS, ours_from_fairesm, random_dnabert, random_fairesm, random_hf_esm
-from virnucpro.bench.timing import Measurement, UtilisationSampler, timed
+from virnucpro.bench.timing import Measurement, UtilisationSampler, esm_gemm_ceiling, timed
 from virnucpro.bench.workloads import WORKLOADS, esm_flops_per_token
 from virnucpro.engine.loading import DNABERT_TOKEN_BUDGET, ESM_TOKEN_BUDGET
 from virnucpro.models.esm2 import mean_pool_residues
@@ -45,6 +45,7 @@ def esm_suite(shape, model_name, workloads, wanted, args, device) -> list[Measur
         if "ours" in wanted:
             results.append(_measure("ours", model_name, workload_name, workload.proteins(args.sequences), run_ours,
                                     device, flops))
+            _against_ceiling(results[-1], shape, budget, device)
         if "published" in wanted:
             results.append(_measure("published", model_name, workload_name,
                                     workload.proteins(args.published_sequences),
@@ -67,6 +68,16 @@ def esm_suite(shape, model_name, workloads, wanted, args, device) -> list[Measur
     del fair
     torch.cuda.empty_cache()
     return results
+
+
+def _against_ceiling(ours: Measurement, shape, budget: int, device) -> None:
+    """Ours as a fraction of the shape-GEMM ceiling in the default numerics' GEMM dtype (issue 16's measure)."""
+    ceiling = esm_gemm_ceiling(shape[0], shape[1], budget, DEFAULT_NUMERICS.esm.gemm, device)
+    if ceiling:
+        ours.details.update(gemm_ceiling_tokens_per_s=ceiling, of_gemm_ceiling=ours.tokens_per_s / ceiling)
+        print(f"  {ours.model:5s} {ours.workload:10s} {'GEMM ceiling':14s} {ceiling:12,.0f} tokens/s "
+              f"({DEFAULT_NUMERICS.esm.gemm}, {budget}-token batches): ours at {ours.tokens_per_s / ceiling:.2f}",
+              flush=True)
 
 
 def dnabert_suite(args, device) -> list[Measurement]:

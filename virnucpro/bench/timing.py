@@ -55,6 +55,28 @@ def measured_gemm_peak(device: torch.device, size: int = 8192, repeats: int = 10
     return 2 * size**3 * repeats / seconds
 
 
+def esm_gemm_ceiling(layers: int, dim: int, tokens: int, dtype: torch.dtype, device: torch.device) -> float:
+    """Tokens/s if ESM-2 ran only its six GEMMs per layer (q, k, v, out_proj, fc1, fc2, with their biases) on a
+    `tokens`-token packed batch, at the rate they reach alone in `dtype` on `device`: the shape-GEMM ceiling."""
+    if device.type != "cuda":
+        return 0.0
+    make = lambda *shape: torch.randn(*shape, device=device, dtype=dtype)  # noqa: E731
+    x, h = make(tokens, dim), make(tokens, 4 * dim)
+    w, w1, w2 = make(dim, dim), make(4 * dim, dim), make(dim, 4 * dim)
+    b, b1 = make(dim), make(4 * dim)
+
+    def one_layer() -> None:
+        for _ in range(4):
+            torch.nn.functional.linear(x, w, b)
+        torch.nn.functional.linear(x, w1, b1)
+        torch.nn.functional.linear(h, w2, b)
+
+    for _ in range(3):
+        one_layer()
+    seconds = timed(lambda: [one_layer() for _ in range(20)], device) / 20
+    return tokens / (seconds * layers)
+
+
 class UtilisationSampler:
     """Fraction of samples in which the GPU was busy (NVML), every 50 ms, in a background thread."""
 
