@@ -47,15 +47,15 @@ def _sample_forever(out, interval: float) -> None:
 def run(out_path: Path, interval: float, argv: list[str]) -> None:
     out = open(out_path, "w", buffering=1 << 20)
     threading.Thread(target=_sample_forever, args=(out, interval), name="stack-sampler", daemon=True).start()
-    if argv[:1] == ["-m"]:
-        sys.argv = [argv[1], *argv[2:]]
-        try:
+    try:
+        if argv[:1] == ["-m"]:
+            sys.argv = [argv[1], *argv[2:]]
             runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-        finally:
-            out.flush()
-    else:
-        sys.argv = argv
-        runpy.run_path(argv[0], run_name="__main__")
+        else:
+            sys.argv = argv
+            runpy.run_path(argv[0], run_name="__main__")
+    finally:  # SystemExit from the module's own sys.exit included
+        out.flush()
 
 
 def _label(stack: list[str], depth: int) -> str:

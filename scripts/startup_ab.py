@@ -59,16 +59,17 @@ def main() -> int:
     plan_run(cfg, env, gpus=1, min_shards=shards)
     child_env = {**os.environ, "VIRNUCPRO_PART_FRAMES": str(PART_FRAMES), "VIRNUCPRO_NO_PROGRESS": "1"}
     rows = []
-    sampler = [sys.executable, str(Path(__file__).with_name("stack_sampler.py")), "--out", "SAMPLES", "--"]
-    tasks = [(variant, []) for variant in variants] + ([(".", sampler)] if args.sample else [])
-    for index, (variant, wrapper) in enumerate(tasks):
-        if wrapper:
+    tasks = [(variant, False) for variant in variants] + ([(".", True)] if args.sample else [])
+    for index, (variant, sampled) in enumerate(tasks):
+        python = [sys.executable]
+        if sampled:
             args.sample.mkdir(parents=True, exist_ok=True)
-            wrapper = [str(args.sample / f"task{index}.jsonl") if word == "SAMPLES" else word for word in wrapper]
+            python += [str(Path(__file__).with_name("stack_sampler.py")), "--out",
+                       str(args.sample / f"task{index}.jsonl"), "--"]
         started = time.time()
-        subprocess.run([*(wrapper or [sys.executable]), "-m", "virnucpro", "shard", str(cfg.outdir), "--index",
-                        str(index), "--device", args.device], check=True, cwd=Path(variant).resolve(), env=child_env)
-        row = {"task": index, "variant": variant + (" (sampled)" if wrapper else ""),
+        subprocess.run([*python, "-m", "virnucpro", "shard", str(cfg.outdir), "--index", str(index),
+                        "--device", args.device], check=True, cwd=Path(variant).resolve(), env=child_env)
+        row = {"task": index, "variant": variant + (" (sampled)" if sampled else ""),
                "cache": "cold" if index == 0 else "warm",
                "process_s": round(time.time() - started, 2), **timeline(cfg.outdir, started, shard=index)}
         rows.append(row)
