@@ -34,16 +34,42 @@ def main() -> int:
                         help="folder: also run one more warm task of this tree under scripts/stack_sampler.py and "
                              "write its samples there (not timed with the others)")
     args = parser.parse_args()
+    from virnucpro.bench.pipeline import PART_FRAMES, timeline
+
+    variants = ["."] + args.variants.split(",")  # the first task compiles (cold cache) with this tree
+    tasks = [(variant, False) for variant in variants] + ([(".", True)] if args.sample else [])
+    rundir = planned_run(args, shards=len(tasks))
+    child_env = {**os.environ, "VIRNUCPRO_PART_FRAMES": str(PART_FRAMES), "VIRNUCPRO_NO_PROGRESS": "1"}
+    rows = []
+    for index, (variant, sampled) in enumerate(tasks):
+        python = [sys.executable]
+        if sampled:
+            args.sample.mkdir(parents=True, exist_ok=True)
+            python += [str(Path(__file__).with_name("stack_sampler.py")), "--out",
+                       str(args.sample / f"task{index}.jsonl"), "--"]
+        started = time.time()
+        subprocess.run([*python, "-m", "virnucpro", "shard", str(rundir), "--index", str(index),
+                        "--device", args.device], check=True, cwd=Path(variant).resolve(), env=child_env)
+        row = {"task": index, "variant": variant + (" (sampled)" if sampled else ""),
+               "cache": "cold" if index == 0 else "warm",
+               "process_s": round(time.time() - started, 2), **timeline(rundir, started, shard=index)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def planned_run(args, shards: int) -> Path:
+    """A run directory planned into `shards` shards of `args.reads` stop-free 150 bp reads each, with real-format
+    random-weight model files (tiny demo models on the CPU)."""
     import torch
 
     from virnucpro.bench.models import write_random_checkpoints
-    from virnucpro.bench.pipeline import PART_FRAMES, timeline
     from virnucpro.bench.workloads import stop_free_reads
     from virnucpro.config import EngineConfig, EnvConfig, PredictConfig
     from virnucpro.run.plan import plan_run
 
-    variants = ["."] + args.variants.split(",")  # the first task compiles (cold cache) with this tree
-    shards = len(variants) + (1 if args.sample else 0)
     work = Path(tempfile.mkdtemp(prefix="virnucpro-startup-"))
     if args.device == "cpu":
         from virnucpro.testing.demo import make_demo_models
@@ -55,28 +81,8 @@ def main() -> int:
     stop_free_reads(reads, args.reads * shards, length=150)
     cfg = PredictConfig(input=reads, outdir=work / "run", chunk_length=300, models=files,
                         engine=EngineConfig(device=args.device), gpus=1)
-    env = EnvConfig.from_environ(dict(os.environ))
-    plan_run(cfg, env, gpus=1, min_shards=shards)
-    child_env = {**os.environ, "VIRNUCPRO_PART_FRAMES": str(PART_FRAMES), "VIRNUCPRO_NO_PROGRESS": "1"}
-    rows = []
-    tasks = [(variant, False) for variant in variants] + ([(".", True)] if args.sample else [])
-    for index, (variant, sampled) in enumerate(tasks):
-        python = [sys.executable]
-        if sampled:
-            args.sample.mkdir(parents=True, exist_ok=True)
-            python += [str(Path(__file__).with_name("stack_sampler.py")), "--out",
-                       str(args.sample / f"task{index}.jsonl"), "--"]
-        started = time.time()
-        subprocess.run([*python, "-m", "virnucpro", "shard", str(cfg.outdir), "--index", str(index),
-                        "--device", args.device], check=True, cwd=Path(variant).resolve(), env=child_env)
-        row = {"task": index, "variant": variant + (" (sampled)" if sampled else ""),
-               "cache": "cold" if index == 0 else "warm",
-               "process_s": round(time.time() - started, 2), **timeline(cfg.outdir, started, shard=index)}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    plan_run(cfg, EnvConfig.from_environ(dict(os.environ)), gpus=1, min_shards=shards)
+    return cfg.outdir
 
 
 if __name__ == "__main__":
