@@ -130,8 +130,8 @@ def with_classifier(models, classifier):
 
 
 # A reference margin (virus - others logit) smaller than this is a tie: the fp32 engine's margins differ from
-# fair-esm's by up to 7.8e-6 on the fidelity set (H200), and by as much between two batch compositions of its own,
-# so no engine can call such a frame the same way every time. A calibrated classifier makes at least one such
+# fair-esm's by up to 7.8e-6 on the fidelity set (H200), rounding that depends on how rows are batched, so no engine
+# calls such a frame the same way every time. A calibrated classifier makes at least one such
 # frame by construction: its median frame's margin becomes 0.
 TIE_MARGIN = 5e-5
 
