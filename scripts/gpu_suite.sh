@@ -56,10 +56,12 @@ fi
 if [[ $what == bench || $what == all ]]; then
   python3 -m virnucpro bench --dnabert --dnabert-tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" --pipeline \
     --json "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+  (( PIPESTATUS[0] == 0 )) || status=1
 fi
 if [[ $what == esm ]]; then
   python3 -m virnucpro bench --esm 3B --workloads chunks500,reads150 --peers ours,hf-sdpa-bf16 --sequences 6144 \
     --peer-sequences 1024 --json "$OUT/bench-esm.json" "$@" 2>&1 | tee "$OUT/bench-esm.log"
+  (( PIPESTATUS[0] == 0 )) || status=1
 fi
 if [[ $what == load || $what == all ]]; then
   python3 scripts/time_model_load.py --random-3b --repeats 2 --scratch "${TMPDIR:-/tmp}" 2>&1 | tee "$OUT/model-load.jsonl"

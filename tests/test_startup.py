@@ -119,3 +119,18 @@ def test_the_threaded_weight_copy_moves_every_parameter_and_buffer(setup):
         assert all(isinstance(p, torch.nn.Parameter) and p.device.type == "meta" for p in module.parameters())
         assert all(b.device.type == "meta" for b in module.buffers())
     assert host.esm.layers[0].self_attn.rot_emb.inv_freq.dtype == torch.float32
+
+
+def test_deterministic_mode_is_set_after_the_weight_copy_and_before_the_first_kernel(setup, monkeypatch):
+    """make_deterministic imports Inductor's configuration, so it waits for the copy (and the compiler's background
+    import beside it) but must come before the casts on the device, the first kernels."""
+    files, _ = setup
+    order = []
+    copy, cast = loading.copy_to_device, loading._place_encoders
+    monkeypatch.setattr(loading, "copy_to_device", lambda *args: (order.append("copy"), copy(*args))[1])
+    monkeypatch.setattr(loading, "make_deterministic", lambda device: order.append("deterministic"))
+    monkeypatch.setattr(loading, "_place_encoders", lambda host: (order.append("casts"), cast(host))[1])
+    host = read_models(files, CPU)
+    assert order == []  # reading the checkpoints neither copies nor sets up kernels
+    loading.place_models(host)
+    assert order == ["copy", "deterministic", "casts"]

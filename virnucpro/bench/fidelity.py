@@ -171,7 +171,7 @@ def compare(reference: torch.Tensor, features: torch.Tensor | list, classifiers,
             errors.append(float((got_margin - ref_margin).abs().max()))
     features = per_classifier[0]
     cosine = lambda cols: float(torch.nn.functional.cosine_similarity(features[:, cols], reference[:, cols]).min())  # noqa: E731
-    beyond_ties = 1 - (flips - tied) / (len(reference) * len(per_classifier))
+    beyond_ties = 1 - (flips - tied) / (len(reference) * len(agreements))
     return Agreement(len(reference), float(np.mean(agreements)), float(min(agreements)), flips, tied, beyond_ties,
                      {"dnabert": cosine(slice(0, dna_dim)), "esm": cosine(slice(dna_dim, None))},
                      float(np.median(medians)), max(errors), flipped)
