@@ -183,8 +183,6 @@ def copy_to_device(modules, device: torch.device, threads: int = _COPY_THREADS) 
     overlap the faults, the staging and the DMA (the 5.7 GB 3B file: 1.3 s with 8 threads on an H200 host in run 8;
     one thread took 4.7 s in run 6's first process, docs/benchmarks.md)."""
     tensors = {id(t): t for module in modules for t in (*module.parameters(), *module.buffers())}
-    if device.type == "cuda" and device.index is None:  # the pool's threads have a current device of their own
-        device = torch.device("cuda", torch.cuda.current_device())
     if threads <= 1 or device.type == "cpu":
         copies = {key: t.to(device) for key, t in tensors.items()}
     else:
