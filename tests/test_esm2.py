@@ -9,6 +9,7 @@ import torch
 from virnucpro.errors import ModelError
 from virnucpro.models.esm2 import (Esm2Shape, esm2_from_state_dict, load_esm2, mean_pool_residues,
                                    read_esm2_checkpoint, safetensors_metadata)
+from virnucpro.models.precision import FP16
 from virnucpro.pack import pack, plan_batches
 from virnucpro.reference.esm2_ref import load_fair_esm, reference_esm2_embeddings
 from virnucpro.testing.esm2_checkpoint import write_tiny_esm2
@@ -221,14 +222,17 @@ def test_older_args_namespace_is_accepted(tiny, model, tmp_path):
 # ------------------------------------------------------------------------------------------ GPU, real shapes
 
 
-def _gpu_compare(layers, dim, heads, lengths, seed=0):
+def _gpu_compare(layers, dim, heads, lengths, seed=0, precision=torch.bfloat16, elementwise="eager"):
     import esm
 
     torch.manual_seed(seed)
     with torch.device("cuda"):
         fair = esm.model.esm2.ESM2(num_layers=layers, embed_dim=dim, attention_heads=heads).eval()
     shape = Esm2Shape(layers, dim, heads, True)
-    ours = esm2_from_state_dict(fair.state_dict(), shape, "cuda", torch.bfloat16, "auto")
+    ours = esm2_from_state_dict(fair.state_dict(), shape, "cuda", precision, "auto")
+    if elementwise != "eager":
+        ours.fuse_elementwise(True, epilogues=elementwise == "epilogues")
+        assert ours.elementwise == elementwise
     proteins = random_proteins(lengths, seed=seed)
     tokenizer = ProteinTokenizer()
     arrays = [tokenizer.encode(p) for p in proteins]
@@ -264,4 +268,15 @@ def test_gpu_650m_shape_bf16_matches_fp32_reference():
 def test_gpu_3b_shape_bf16_matches_fp32_reference():
     cosine = _gpu_compare(36, 2560, 40, GPU_LENGTHS, seed=1)
     assert cosine.min().item() >= 0.999, cosine
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="the epilogue kernels need Hopper (tensor descriptors)")
+@pytest.mark.parametrize("elementwise", ["compiled", "epilogues"])
+def test_gpu_3b_shape_fp16_fused_paths_match_fp32_reference(elementwise):
+    # the default numerics (fp16 GEMMs, fp32 residual) through each fused path, against fair-esm's fp32 forward
+    cosine = _gpu_compare(36, 2560, 40, GPU_LENGTHS, seed=2, precision=FP16, elementwise=elementwise)
+    assert cosine.min().item() >= 0.9995, cosine
 

@@ -116,6 +116,17 @@ def attention_output_and_ffn(x, context, layer: "TransformerLayer"):
     return x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x).to(gemm))))
 
 
+def attention_output_and_ffn_in_epilogues(x, context, layer: "TransformerLayer"):
+    """attention_output_and_ffn with its elementwise work inside the GEMMs (models.fused_kernels): biases, the
+    GELU and both residual adds on the fp32 accumulators; x (the fp32 residual stream) is updated in place."""
+    from virnucpro.models import fused_kernels
+
+    gemm = layer.fc1.weight.dtype
+    x = fused_kernels.linear_residual(context.reshape(x.shape).to(gemm), layer.self_attn.out_proj, x, "out_proj")
+    h = fused_kernels.layer_norm(x, layer.final_layer_norm, gemm)
+    return fused_kernels.linear_residual(fused_kernels.linear_gelu(h, layer.fc1), layer.fc2, x, "fc2")
+
+
 class TransformerLayer(nn.Module):
     def __init__(self, embed_dim: int, heads: int):
         super().__init__()
@@ -161,15 +172,26 @@ class ESM2(nn.Module):
                 module.to(precision.residual)
         return self
 
-    def fuse_elementwise(self, enabled: bool) -> None:
-        """Let torch.compile fuse the LayerNorm/rotary/gelu/residual work around the GEMMs (attention stays
-        the hand-picked varlen kernel). One compiled graph serves every layer: weights are graph inputs."""
-        if enabled:
-            self._regions = (torch.compile(attention_inputs, dynamic=True),
-                             torch.compile(attention_output_and_ffn, dynamic=True))
-        else:
-            self._regions = (attention_inputs, attention_output_and_ffn)
-        self.fused_elementwise = enabled
+    def fuse_elementwise(self, enabled: bool, epilogues: bool = True) -> None:
+        """Fuse the LayerNorm/rotary/gelu/residual work around the GEMMs (attention stays the hand-picked varlen
+        kernel): torch.compile fuses it, one graph for every layer (weights are graph inputs); where
+        models.fused_kernels runs (Hopper, 16-bit GEMMs, fp32 residual) the work after attention rides in the GEMM
+        epilogues instead. Chosen once, for the device and precision the model has now."""
+        if not enabled:
+            self._regions, self.elementwise = (attention_inputs, attention_output_and_ffn), "eager"
+            self.fused_elementwise = False
+            return
+        after = torch.compile(attention_output_and_ffn, dynamic=True)
+        self.elementwise = "compiled"
+        if epilogues and self._epilogue_kernels_run_here():
+            after, self.elementwise = attention_output_and_ffn_in_epilogues, "epilogues"
+        self._regions = (torch.compile(attention_inputs, dynamic=True), after)
+        self.fused_elementwise = True
+
+    def _epilogue_kernels_run_here(self) -> bool:
+        from virnucpro.models.fused_kernels import supported
+
+        return supported(self.embed_tokens.weight.device, self.precision, self.embed_dim)
 
     def rotary_tables(self, positions: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """cos/sin per layer from each layer's checkpoint `inv_freq`; computed once when all layers share it."""

@@ -1,0 +1,60 @@
+"""models.fused_kernels: the Triton GEMM-epilogue, LayerNorm and q/k/v-rotary kernels against fp32 references.
+
+The kernels run under Triton's CPU interpreter (tests/interpreted_kernels.py, own process); on a Hopper GPU the
+whole 3B-shape model runs them against fair-esm's fp32 forward (tests/test_esm2.py, GPU) and
+scripts/epilogue_probe.py measures their speed.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from virnucpro.models import fused_kernels  # noqa: E402
+
+SCRIPT = Path(__file__).with_name("interpreted_kernels.py")
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict:
+    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("check", ["gelu", "residual", "layer_norm"])
+def test_kernel_within_one_rounding_of_fp32(interpreted, check):
+    # <= 0: every element within half an fp16 ulp (one final rounding) + 1e-5 of the fp32 reference
+    assert interpreted[check] <= 0, f"{check}: {interpreted[check]} beyond the bound"
+
+
+def test_residual_written_in_place(interpreted):
+    assert interpreted["residual_in_place"] is True
+
+
+def test_whole_model_through_epilogues_no_worse_than_eager_half(interpreted):
+    assert interpreted["model_path"] == "epilogues"
+    # the epilogues round fewer intermediates than the eager fp16 path, so they sit at least as close to fp32
+    assert interpreted["model_error_epilogues"] <= interpreted["model_error_eager"]
+    assert interpreted["model_error_epilogues"] < 5e-3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the kernels cannot run")
+def test_kernels_that_cannot_run_leave_the_compiled_path_with_a_warning(caplog):
+    fused_kernels._TRIED.clear()
+    assert fused_kernels._runs_here(torch.device("cuda", 0), torch.float16) is False
+    assert "Triton epilogue kernels unavailable" in caplog.text
+    fused_kernels._TRIED.clear()
+
+
+def test_cpu_model_keeps_the_compiled_path():
+    from virnucpro.models.esm2 import ESM2
+    from virnucpro.models.precision import FP16
+
+    model = ESM2(2, 64, 4).set_precision(FP16)
+    assert model._epilogue_kernels_run_here() is False  # no Hopper GPU: torch.compile's regions, as before
