@@ -2,10 +2,10 @@
 
   python scripts/epilogue_probe.py [--tokens 32768] [--tiles] [--model] [--json FILE]
 
-Prints JSON lines: the region after attention (out_proj, residual, LN, fc1, GELU, fc2, residual) both ways with
-its error against an fp32 reference; the LayerNorm alone both ways; with --tiles, each GEMM role under a grid of
-tile shapes against cuBLAS F.linear (the fastest of each then used below); with --model, whole-model tokens/s (3B, random weights, fp16) on chunks500
-and reads150 both ways beside the shape-GEMM ceiling.
+Prints JSON lines: with --tiles, each GEMM after attention under candidate tile shapes against cuBLAS F.linear
+(the fastest of each then used below); the region after attention (out_proj, residual, LN, fc1, GELU, fc2,
+residual) both ways with its error against an fp32 reference; the LayerNorm alone both ways; with --model,
+whole-model tokens/s (3B, random weights, fp16) on chunks500 and reads150 both ways beside the shape-GEMM ceiling.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from virnucpro.models import fused_kernels as fk  # noqa: E402
-from virnucpro.models.esm2 import (ESM2, TransformerLayer, attention_inputs,  # noqa: E402
-                                   attention_inputs_in_epilogues, attention_output_and_ffn,
+from virnucpro.models.esm2 import (ESM2, TransformerLayer, attention_output_and_ffn,  # noqa: E402
                                    attention_output_and_ffn_in_epilogues)
 from virnucpro.models.precision import FP16  # noqa: E402
 
@@ -74,24 +73,6 @@ def region_after_attention(tokens: int, sink) -> None:
             emit({"probe": "after-attention", "variant": name, "tokens": tokens, "seconds": seconds,
                   "tokens_per_s_36_layers": tokens / (seconds * LAYERS), "max_abs_error": error.max().item(),
                   "mean_abs_error": error.mean().item()}, sink)
-        attn = layer.self_attn
-        for linear in (attn.q_proj, attn.k_proj, attn.v_proj):
-            linear.half()
-        attn.fused_qkv = fk.qkv_weights(attn.q_proj, attn.k_proj, attn.v_proj, attn.head_dim)
-        cos, sin = attn.rot_emb.cos_sin(torch.arange(tokens, device="cuda") % 170)
-        before = torch.compile(attention_inputs, dynamic=True)
-        reference = attention_inputs(x, layer32.self_attn_layer_norm, layer32.self_attn, cos, sin, torch.float32)
-        for name, fn in {"compiled": lambda: before(x, layer.self_attn_layer_norm, attn, cos, sin, torch.float16),
-                         "epilogues": lambda: attention_inputs_in_epilogues(x, layer.self_attn_layer_norm, attn, cos,
-                                                                            sin, torch.float16)}.items():
-            try:
-                error = max((got.float() - want).abs().max().item() for got, want in zip(fn(), reference))
-                seconds = seconds_per_call(fn)
-            except Exception as failure:
-                emit({"probe": "before-attention", "variant": name, "error": str(failure)[:400]}, sink)
-                continue
-            emit({"probe": "before-attention", "variant": name, "tokens": tokens, "seconds": seconds,
-                  "tokens_per_s_36_layers": tokens / (seconds * LAYERS), "max_abs_error": error}, sink)
         norm = layer.final_layer_norm
         compiled_ln = torch.compile(lambda v: F.layer_norm(v, (DIM,), norm.weight, norm.bias).half(), dynamic=True)
         for name, fn in {"compiled": lambda: compiled_ln(x), "triton": lambda: fk.layer_norm(x, norm, torch.float16)}.items():
@@ -112,12 +93,10 @@ CANDIDATES = {
                                                                      subtile=True),
             T(128, 128, 64, stages=4, warp_specialize=True), T(128, 128, 64, stages=3, tma_out=True),
             T(128, 256, 64, stages=3, warp_specialize=True, subtile=True, tma_out=True)],
-    "qkv": [T(128, 128, 64, stages=4), T(128, 256, 64, stages=3, warp_specialize=True), T(128, 256, 64, stages=4),
-            T(128, 256, 64, stages=4, warp_specialize=True)],
 }
 CANDIDATES["out_proj"] = CANDIDATES["fc2"]
 ROLE_SHAPES = {"fc1": (DIM, 4 * DIM, fk.EPILOGUE_GELU), "fc2": (4 * DIM, DIM, fk.EPILOGUE_RESIDUAL),
-               "out_proj": (DIM, DIM, fk.EPILOGUE_RESIDUAL), "qkv": (DIM, 3 * DIM, None)}
+               "out_proj": (DIM, DIM, fk.EPILOGUE_RESIDUAL)}
 
 
 def time_role(role: str, tiles, tokens: int) -> float:
@@ -127,11 +106,6 @@ def time_role(role: str, tiles, tokens: int) -> float:
     b = torch.randn(n, device="cuda", dtype=torch.float16)
     if tiles == "cublas":
         return seconds_per_call(lambda: F.linear(a, w, b))
-    if epilogue is None:
-        fk.TILES["qkv"] = tiles
-        cos = torch.rand(tokens, 64, device="cuda")
-        fused = (w, b)
-        return seconds_per_call(lambda: fk.qkv_rotary(a, fused, cos, cos, HEADS))
     out = torch.zeros(tokens, n, device="cuda", dtype=torch.float32 if epilogue == fk.EPILOGUE_RESIDUAL
                       else torch.float16)
     return seconds_per_call(lambda: fk.gemm_epilogue(a, w, b, out, epilogue, tiles))
