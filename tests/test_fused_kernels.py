@@ -47,7 +47,7 @@ def test_whole_model_through_epilogues_no_worse_than_eager_half(interpreted):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the kernels cannot run")
 def test_kernels_that_cannot_run_leave_the_compiled_path_with_a_warning(caplog):
     fused_kernels._TRIED.clear()
-    assert fused_kernels._runs_here(torch.device("cuda", 0), torch.float16) is False
+    assert fused_kernels._runs_here(torch.device("cuda", 0), torch.float16, 256) is False
     assert "Triton epilogue kernels unavailable" in caplog.text
     fused_kernels._TRIED.clear()
 

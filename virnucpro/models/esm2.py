@@ -189,9 +189,14 @@ class ESM2(nn.Module):
         self.fused_elementwise = True
 
     def _epilogue_kernels_run_here(self) -> bool:
-        from virnucpro.models.fused_kernels import supported
-
-        return supported(self.embed_tokens.weight.device, self.precision, self.embed_dim)
+        device = self.embed_tokens.weight.device
+        if device.type != "cuda":
+            return False
+        try:
+            from virnucpro.models.fused_kernels import supported
+        except ImportError:  # torch's wheel for this platform came without Triton
+            return False
+        return supported(device, self.precision, self.embed_dim)
 
     def rotary_tables(self, positions: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """cos/sin per layer from each layer's checkpoint `inv_freq`; computed once when all layers share it."""

@@ -80,7 +80,9 @@ def _finish_tile(acc, row0, col0, bias_ptr, out_ptr, out_desc, M, N, out_stride,
         tl.store(ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+# The token count varies from batch to batch: not specialised on (M % 16, M == 1), so each kernel compiles once per
+# run (and is found in the run's compile cache by every later task) whatever the batches' sizes.
+@triton.jit(do_not_specialize=["M"])
 def _gemm_epilogue_kernel(a_desc, w_desc, bias_ptr, out_ptr, out_desc, M, N, K, out_stride,
                           EPILOGUE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr,
@@ -118,20 +120,19 @@ def supported(device: torch.device, precision, width: int) -> bool:
     half = precision.gemm in (torch.float16, torch.bfloat16)
     if not (half and precision.attention == precision.gemm and precision.residual == torch.float32):
         return False
-    return _runs_here(device, precision.gemm)
+    return _runs_here(device, precision.gemm, width)
 
 
 _TRIED: dict[tuple, bool] = {}
 
 
-def _runs_here(device: torch.device, dtype: torch.dtype) -> bool:
-    """One small call of each kernel: a Triton or driver that cannot build them leaves the model on the
-    torch.compile path with a warning, not a failed job."""
-    key = (device.index if device.index is not None else torch.cuda.current_device(), dtype)
+def _runs_here(device: torch.device, dtype: torch.dtype, width: int) -> bool:
+    """One small call of each kernel a model of `width` uses (so compiling them happens here, once): a Triton or
+    driver that cannot build them leaves the model on the torch.compile path with a warning, not a failed job."""
+    key = (device.index if device.index is not None else torch.cuda.current_device(), dtype, width)
     if key not in _TRIED:
         try:
             with torch.device(device):
-                width = 256
                 linear, norm = torch.nn.Linear(width, width).to(dtype), torch.nn.LayerNorm(width)
                 x = torch.randn(8, width)
                 h = layer_norm(x, norm, dtype)
