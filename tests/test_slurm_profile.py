@@ -327,8 +327,8 @@ def test_shard_size_keeps_start_up_under_its_share_and_says_why():
 
     profile = SlurmProfile()
     size = shard_size(profile)
-    assert (size.tokens, size.rounding, size.min_shards) == (70_400_000, "down", 1)  # 88,000 x 24 / 0.03
-    for words in ("70,400,000", "88,000 tokens/s", "24 s start-up", "3%"):
+    assert (size.tokens, size.rounding, size.min_shards) == (82_133_334, "down", 1)  # ceil(88,000 x 28 / 0.03)
+    for words in ("82,133,334", "88,000 tokens/s", "28 s start-up", "3%"):
         assert words in size.why
     profile = SlurmProfile(tokens_per_s=1000.0, startup_s=3.0)  # the same rule at a size the test can plan
     size = shard_size(profile)
