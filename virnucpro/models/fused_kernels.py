@@ -114,7 +114,7 @@ def _gemm_epilogue_kernel(a_desc, w_desc, bias_ptr, out_ptr, out_desc, M, N, K, 
 def supported(device: torch.device, precision, width: int) -> bool:
     """Whether these kernels serve a model of `width` computing in `precision` on `device`: tensor descriptors
     (TMA) need Hopper or newer; 16-bit GEMMs whose inputs arrive in the GEMM dtype; an fp32 residual stream;
-    rows 16-byte aligned; and the kernels compile and run here (tried once per device and dtype)."""
+    rows 16-byte aligned; and the kernels compile and run here (tried once per device, dtype and width)."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9 or width % 8:
         return False
     half = precision.gemm in (torch.float16, torch.bfloat16)
