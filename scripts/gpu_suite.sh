@@ -3,7 +3,8 @@
 #   before: bash scripts/gpu_wheels.sh (makes .whl/site-cp312.tar.xz from requirements.lock)
 #   carry: .whl (the lock's packages but torch, triton, nvidia-*, cuda-*, which the GPU machine has) and .gpu
 #          (the real DNABERT-S tokenizer, no weights)
-#   usage: bash scripts/gpu_suite.sh [tests|selftest|fidelity|bench|esm|load|scaling|dedup|startup|all] [extra args]
+#   usage: bash scripts/gpu_suite.sh [tests|selftest|fidelity|bench|esm|load|scaling|dedup|startup|epilogues|all]
+#          [extra args]
 #     tests: the installed versions against the lock, `virnucpro selftest --device cuda`, pytest -m gpu;
 #     selftest: the first two only; fidelity: the fidelity test of every --precision mode (extra args go to
 #     pytest, e.g. -k accurate); bench: every peer, DNABERT-S, whole predict; esm: ESM-2 3B alone, ours against
@@ -11,7 +12,8 @@
 #     load time; scaling: whole predict on 1, 2, 4 GPUs of this node (those visible); dedup: whole predict with and
 #     without de-duplication on 30% duplicate 150 bp reads, each in its own process, both after a warm-up run;
 #     startup: array-task start-up (scripts/startup_ab.py [--sample FOLDER]; STARTUP_VARIANTS=folder,... compares
-#     other package folders in the same call)
+#     other package folders in the same call); epilogues: ESM-2's GEMM-epilogue kernels, candidate tiles against
+#     cuBLAS and both elementwise paths on the whole 3B model (scripts/epilogue_probe.py)
 # Every mode first compares the installed versions with requirements.lock (versions.txt) and stops with exit 3
 # on any difference, torch included: results count only on the locked stack. ALLOW_LOCK_MISMATCH=1 runs anyway.
 set -uo pipefail
@@ -79,5 +81,9 @@ if [[ $what == startup ]]; then
   python3 scripts/startup_ab.py --variants "${STARTUP_VARIANTS:-.}" --tokenizer "$VIRNUCPRO_DNABERT_TOKENIZER" \
     --json "$OUT/startup.json" "$@" 2>"$OUT/startup.err" | tee "$OUT/startup.jsonl"
   (( PIPESTATUS[0] == 0 )) || status=1
+fi
+if [[ $what == epilogues ]]; then
+  python3 scripts/epilogue_probe.py --tiles --model --json "$OUT/epilogue-probe.jsonl" "$@" 2>"$OUT/epilogue-probe.err"
+  (( $? == 0 )) || status=1
 fi
 exit $status
