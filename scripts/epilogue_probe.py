@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from virnucpro.bench.timing import esm_gemm_ceiling, timed  # noqa: E402
 from virnucpro.models import fused_kernels as fk  # noqa: E402
 from virnucpro.models.esm2 import (ESM2, TransformerLayer, attention_output_and_ffn,  # noqa: E402
                                    attention_output_and_ffn_in_epilogues)
@@ -32,14 +33,7 @@ DIM, HEADS, LAYERS = 2560, 40, 36
 def seconds_per_call(fn, repeats: int = 20, warm_up: int = 3) -> float:
     for _ in range(warm_up):
         fn()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()
-    start.record()
-    for _ in range(repeats):
-        fn()
-    stop.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(stop) / 1000 / repeats
+    return timed(lambda: [fn() for _ in range(repeats)], torch.device("cuda")) / repeats
 
 
 def emit(record: dict, sink) -> None:
@@ -147,7 +141,6 @@ def pooled(model, batches, device) -> torch.Tensor:
 
 def whole_model(sink) -> None:
     from virnucpro.bench.peers import packed, prepack
-    from virnucpro.bench.timing import esm_gemm_ceiling
     from virnucpro.bench.workloads import WORKLOADS
     from virnucpro.engine.loading import ESM_TOKEN_BUDGET
     from virnucpro.models.esm2 import mean_pool_residues

@@ -181,10 +181,10 @@ class ESM2(nn.Module):
             self._regions, self.elementwise = (attention_inputs, attention_output_and_ffn), "eager"
             self.fused_elementwise = False
             return
-        after = torch.compile(attention_output_and_ffn, dynamic=True)
-        self.elementwise = "compiled"
         if epilogues and self._epilogue_kernels_run_here():
             after, self.elementwise = attention_output_and_ffn_in_epilogues, "epilogues"
+        else:
+            after, self.elementwise = torch.compile(attention_output_and_ffn, dynamic=True), "compiled"
         self._regions = (torch.compile(attention_inputs, dynamic=True), after)
         self.fused_elementwise = True
 
