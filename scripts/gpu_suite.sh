@@ -3,7 +3,7 @@
 #   before: bash scripts/gpu_wheels.sh (makes .whl/site-cp312.tar.xz from requirements.lock)
 #   carry: .whl (the lock's packages but torch, triton, nvidia-*, cuda-*, which the GPU machine has) and .gpu
 #          (the real DNABERT-S tokenizer, no weights)
-#   usage: bash scripts/gpu_suite.sh [tests|selftest|fidelity|bench|esm|load|scaling|dedup|startup|epilogues|all]
+#   usage: bash scripts/gpu_suite.sh [tests|selftest|fidelity|bench|esm|load|scaling|dedup|startup|epilogues|attention|all]
 #          [extra args]
 #     tests: the installed versions against the lock, `virnucpro selftest --device cuda`, pytest -m gpu;
 #     selftest: the first two only; fidelity: the fidelity test of every --precision mode (extra args go to
@@ -13,7 +13,9 @@
 #     without de-duplication on 30% duplicate 150 bp reads, each in its own process, both after a warm-up run;
 #     startup: array-task start-up (scripts/startup_ab.py [--sample FOLDER]; STARTUP_VARIANTS=folder,... compares
 #     other package folders in the same call); epilogues: ESM-2's GEMM-epilogue kernels, candidate tiles against
-#     cuBLAS and both elementwise paths on the whole 3B model (scripts/epilogue_probe.py)
+#     cuBLAS and both elementwise paths on the whole 3B model (scripts/epilogue_probe.py); attention: the region before
+#     attention both ways, the rotary attention kernel's tiles, the three paths on the whole 3B model and a kernel
+#     profile of the default (scripts/attention_probe.py), and the fused-path GPU tests of ESM-2
 # Every mode first compares the installed versions with requirements.lock (versions.txt) and stops with exit 3
 # on any difference, torch included: results count only on the locked stack. ALLOW_LOCK_MISMATCH=1 runs anyway.
 set -uo pipefail
@@ -85,5 +87,12 @@ fi
 if [[ $what == epilogues ]]; then
   python3 scripts/epilogue_probe.py --tiles --model --json "$OUT/epilogue-probe.jsonl" "$@" 2>"$OUT/epilogue-probe.err"
   (( $? == 0 )) || status=1
+fi
+if [[ $what == attention ]]; then
+  python3 scripts/attention_probe.py --tiles --model --profile "$OUT/profile" --json "$OUT/attention-probe.jsonl" "$@" \
+    2>"$OUT/attention-probe.err"
+  (( $? == 0 )) || status=1
+  python3 -m pytest -q -rP -m gpu -p no:cacheprovider tests/test_esm2.py -k fused_paths 2>&1 | tee "$OUT/esm-fused-tests.log"
+  (( PIPESTATUS[0] == 0 )) || status=1
 fi
 exit $status

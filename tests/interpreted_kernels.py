@@ -21,6 +21,8 @@ from triton.runtime import interpreter  # noqa: E402
 
 from virnucpro.models import esm2  # noqa: E402
 from virnucpro.models import fused_kernels as fk  # noqa: E402
+from virnucpro.models import rotary_attention as ra  # noqa: E402
+from virnucpro.models.attention import sdpa_per_sequence, sequence_of_token  # noqa: E402
 from virnucpro.models.precision import FP16  # noqa: E402
 
 _patch_tensor = interpreter._patch_lang_tensor
@@ -64,6 +66,25 @@ def gemm_checks() -> dict:
     return checks
 
 
+def attention_checks() -> dict:
+    """The rotary attention kernel on sequences of 70, 5, 1 and 84 tokens (partial and several query and key
+    blocks) against fp32 attention of the same fp16-rounded rotated q and k. Its roundings: p to fp16 before
+    p @ v (at most half an ulp of max |v|) and the output (half an ulp of it)."""
+    heads, head_dim = 4, 32
+    cu = torch.tensor([0, 70, 75, 76, 160], dtype=torch.int32)
+    total, longest = int(cu[-1]), int((cu[1:] - cu[:-1]).max())
+    qkv = torch.randn(total, 3 * heads * head_dim).half()
+    rotary = esm2.RotaryEmbedding(head_dim)
+    got = ra.rotary_varlen_attention(qkv, cu, longest, *rotary.cos_sin(torch.arange(longest)), heads,
+                                     head_dim ** -0.5, ra.AttentionTiles(block_m=32, block_n=32, warps=4, stages=1))
+    sequence = sequence_of_token(cu, total)
+    cos, sin = rotary.cos_sin(torch.arange(total) - cu.long()[sequence])
+    q, k, v = qkv.float().view(total, 3, heads, head_dim).unbind(1)
+    q, k = (esm2.apply_rotary(t, cos, sin, torch.float16).float() for t in (q, k))
+    want = sdpa_per_sequence(q, k, v, cu, longest, scale=head_dim ** -0.5)
+    return {"rotary_attention": excess(got, want, HALF_ULP, HALF_ULP * v.abs().max().item() + 1e-5)}
+
+
 def model_checks() -> dict:
     """A 2-layer ESM-2 through the epilogue kernels and through the eager fp16 path, both against fp32 (the
     region before attention, which torch.compile would fuse, runs eagerly here)."""
@@ -85,14 +106,14 @@ def model_checks() -> dict:
         model.fuse_elementwise(variant == "epilogues")
         with torch.inference_mode():
             errors[variant] = (model(ids, cu, 40).float() - want).abs().max().item()
-        errors[f"{variant}_path"] = model.elementwise
+        errors[f"{variant}_path"] = model.elementwise, model.attention_backend
     return {"model_error_epilogues": errors["epilogues"], "model_error_eager": errors["eager"],
-            "model_path": errors["epilogues_path"]}
+            "model_path": list(errors["epilogues_path"])}
 
 
 def main() -> None:
     torch.manual_seed(0)
-    results = gemm_checks() | model_checks()
+    results = gemm_checks() | attention_checks() | model_checks()
     print(json.dumps(results))
 
 

@@ -233,6 +233,7 @@ def _gpu_compare(layers, dim, heads, lengths, seed=0, precision=torch.bfloat16, 
     if elementwise != "eager":
         ours.fuse_elementwise(True, epilogues=elementwise == "epilogues")
         assert ours.elementwise == elementwise
+        assert (ours.attention_backend == "rotary-triton") == (elementwise == "epilogues")
     proteins = random_proteins(lengths, seed=seed)
     tokenizer = ProteinTokenizer()
     arrays = [tokenizer.encode(p) for p in proteins]
@@ -276,7 +277,8 @@ def test_gpu_3b_shape_bf16_matches_fp32_reference():
                     reason="the epilogue kernels need Hopper (tensor descriptors)")
 @pytest.mark.parametrize("elementwise", ["compiled", "epilogues"])
 def test_gpu_3b_shape_fp16_fused_paths_match_fp32_reference(elementwise):
-    # the default numerics (fp16 GEMMs, fp32 residual) through each fused path, against fair-esm's fp32 forward
+    # the default numerics (fp16 GEMMs, fp32 residual) through each fused path, against fair-esm's fp32 forward;
+    # epilogues: the GEMM epilogues, fused q/k/v and the rotary attention kernel (sequences of 1 to 1,026 tokens)
     cosine = _gpu_compare(36, 2560, 40, GPU_LENGTHS, seed=2, precision=FP16, elementwise=elementwise)
     assert cosine.min().item() >= 0.9995, cosine
 

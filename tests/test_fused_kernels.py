@@ -1,4 +1,5 @@
-"""models.fused_kernels: the Triton GEMM-epilogue, LayerNorm and q/k/v-rotary kernels against fp32 references.
+"""models.fused_kernels and models.rotary_attention: the Triton GEMM-epilogue, LayerNorm and rotary attention kernels
+against fp32 references.
 
 The kernels run under Triton's CPU interpreter (tests/interpreted_kernels.py, own process); on a Hopper GPU the
 whole 3B-shape model runs them against fair-esm's fp32 forward (tests/test_esm2.py, GPU) and
@@ -27,9 +28,10 @@ def interpreted() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("check", ["gelu", "residual", "layer_norm"])
+@pytest.mark.parametrize("check", ["gelu", "residual", "layer_norm", "rotary_attention"])
 def test_kernel_within_one_rounding_of_fp32(interpreted, check):
-    # <= 0: every element within half an fp16 ulp (one final rounding) + 1e-5 of the fp32 reference
+    # <= 0: every element within half an fp16 ulp (one final rounding) + 1e-5 of the fp32 reference (attention: plus
+    # the rounding of p, see interpreted_kernels.attention_checks)
     assert interpreted[check] <= 0, f"{check}: {interpreted[check]} beyond the bound"
 
 
@@ -38,7 +40,8 @@ def test_residual_written_in_place(interpreted):
 
 
 def test_whole_model_through_epilogues_no_worse_than_eager_half(interpreted):
-    assert interpreted["model_path"] == "epilogues"
+    # the whole path: GEMM epilogues, LayerNorm kernel, fused q/k/v and the rotary attention kernel
+    assert interpreted["model_path"] == ["epilogues", "rotary-triton"]
     # the epilogues round fewer intermediates than the eager fp16 path, so they sit at least as close to fp32
     assert interpreted["model_error_epilogues"] <= interpreted["model_error_eager"]
     assert interpreted["model_error_epilogues"] < 5e-3
@@ -47,7 +50,7 @@ def test_whole_model_through_epilogues_no_worse_than_eager_half(interpreted):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where the kernels cannot run")
 def test_kernels_that_cannot_run_leave_the_compiled_path_with_a_warning(caplog):
     fused_kernels._TRIED.clear()
-    assert fused_kernels._runs_here(torch.device("cuda", 0), torch.float16, 256) is False
+    assert fused_kernels._runs_here(torch.device("cuda", 0), torch.float16, 256, 4) is False
     assert "Triton epilogue kernels unavailable" in caplog.text
     fused_kernels._TRIED.clear()
 

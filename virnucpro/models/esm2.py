@@ -8,8 +8,9 @@ Same computation as `esm.model.esm2.ESM2` (fair-esm 2.0.0) up to `emb_layer_norm
 Rotary angles are computed in fp32 from positions that restart at 0 in every sequence, with each layer's
 `inv_freq` buffer from the checkpoint, and applied in fp32 whatever the weights' dtype. Parameter names equal
 fair-esm's state-dict names after its prefix stripping, so a checkpoint loads with a plain load_state_dict.
-A fused QKV projection was measured on an H100 (3B shape, bf16, varlen attention): 72k tokens/s fused or not,
-so the three projections stay separate.
+On the GEMM-epilogue path (Hopper, models.fused_kernels) q, k and v come from one fused projection and the
+rotary is applied inside the attention kernel (models.rotary_attention); elsewhere the three projections stay
+separate (an H100 measured 72k tokens/s fused or not with separate rotary and attention passes).
 
 Checkpoints: fair-esm `.pt` files ({"model": state dict, "cfg": {"model": Namespace}} or older {"args": ...}),
 read through models.torch_files (weights_only and mmap; a `cfg` holding other config classes is read with the
@@ -26,6 +27,7 @@ import json
 import logging
 import re
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -96,6 +98,19 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.out_proj = nn.Linear(embed_dim, embed_dim)
         self.rot_emb = RotaryEmbedding(self.head_dim)
+        self.qkv_weight = self.qkv_bias = None
+
+    def fuse_projections(self) -> None:
+        """One [3 * dim, dim] projection for q, k and v (one GEMM; 1.74 ms against 3 x 0.65 ms for a 32,768-token
+        batch at the 3B shape on an H200). q/k/v_proj's parameters become views of it, so a later load_state_dict
+        still fills it; a cast or move afterwards breaks the sharing, so this is done last (fuse_elementwise)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight.detach() for p in projections])
+        bias = torch.cat([p.bias.detach() for p in projections])
+        for index, projection in enumerate(projections):
+            rows = slice(index * projection.out_features, (index + 1) * projection.out_features)
+            projection.weight.data, projection.bias.data = weight[rows], bias[rows]
+        self.qkv_weight, self.qkv_bias = weight, bias  # plain attributes: the state dict keeps fair-esm's names
 
 
 def attention_inputs(x, norm: nn.LayerNorm, attn: SelfAttention, cos, sin, attention_dtype: torch.dtype):
@@ -106,6 +121,26 @@ def attention_inputs(x, norm: nn.LayerNorm, attn: SelfAttention, cos, sin, atten
     q, k, v = attn.q_proj(h).view(shape), attn.k_proj(h).view(shape), attn.v_proj(h).view(shape)
     return (apply_rotary(q, cos, sin, attention_dtype), apply_rotary(k, cos, sin, attention_dtype),
             v.to(attention_dtype))
+
+
+def projected_attention(inputs, x, layer: "TransformerLayer", rotary, cu_seqlens, max_len, attend, attention_dtype):
+    """The context of one layer's attention: `inputs` (attention_inputs, eager or compiled), then the varlen kernel."""
+    attn = layer.self_attn
+    q, k, v = inputs(x, layer.self_attn_layer_norm, attn, *rotary, attention_dtype)
+    return attend(q, k, v, cu_seqlens, max_len, scale=attn.head_dim ** -0.5)
+
+
+def attention_in_kernels(x, layer: "TransformerLayer", rotary, cu_seqlens, max_len, attend, attention_dtype):
+    """projected_attention on the GEMM-epilogue path: the LayerNorm kernel, one fused q/k/v GEMM, and an attention
+    kernel that applies the rotary as it loads q and k (models.rotary_attention); no rotary pass, no copies.
+    `rotary`: cos/sin by position within a sequence (not by token)."""
+    from virnucpro.models import fused_kernels, rotary_attention
+
+    attn = layer.self_attn
+    h = fused_kernels.layer_norm(x, layer.self_attn_layer_norm, attn.qkv_weight.dtype)
+    qkv = F.linear(h, attn.qkv_weight, attn.qkv_bias)
+    return rotary_attention.rotary_varlen_attention(qkv, cu_seqlens, max_len, *rotary, attn.heads,
+                                                    attn.head_dim ** -0.5)
 
 
 def attention_output_and_ffn(x, context, layer: "TransformerLayer"):
@@ -137,9 +172,8 @@ class TransformerLayer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x, rotary, cu_seqlens, max_len, attend, regions, attention_dtype) -> torch.Tensor:
-        before, after = regions
-        q, k, v = before(x, self.self_attn_layer_norm, self.self_attn, *rotary, attention_dtype)
-        context = attend(q, k, v, cu_seqlens, max_len, scale=self.self_attn.head_dim ** -0.5)
+        attention, after = regions
+        context = attention(x, self, rotary, cu_seqlens, max_len, attend, attention_dtype)
         return after(x, context, self)
 
 
@@ -173,19 +207,28 @@ class ESM2(nn.Module):
         return self
 
     def fuse_elementwise(self, enabled: bool, epilogues: bool = True) -> None:
-        """Fuse the LayerNorm/rotary/gelu/residual work around the GEMMs (attention stays the hand-picked varlen
-        kernel): torch.compile fuses it, one graph for every layer (weights are graph inputs); where
+        """Fuse the LayerNorm/rotary/gelu/residual work around the GEMMs: torch.compile fuses it, one graph for
+        every layer (weights are graph inputs), around the hand-picked varlen attention kernel. Where
         models.fused_kernels runs (Hopper, 16-bit GEMMs, fp32 residual) the work after attention rides in the GEMM
-        epilogues instead. Chosen once, for the device and precision the model has now."""
+        epilogues instead and, unless an attention backend was asked for by name, q/k/v come from one fused GEMM
+        and the rotary is applied inside the attention kernel. Chosen once, for the device and precision the model
+        has now (so call it after moving and casting the model)."""
+        self.attention_backend = self._attend.backend_name
         if not enabled:
-            self._regions, self.elementwise = (attention_inputs, attention_output_and_ffn), "eager"
+            self._regions, self.elementwise = (partial(projected_attention, attention_inputs),
+                                               attention_output_and_ffn), "eager"
             self.fused_elementwise = False
             return
+        attention = partial(projected_attention, torch.compile(attention_inputs, dynamic=True))
         if epilogues and self._epilogue_kernels_run_here():
             after, self.elementwise = attention_output_and_ffn_in_epilogues, "epilogues"
+            if self.attention_requested == "auto":
+                for layer in self.layers:
+                    layer.self_attn.fuse_projections()
+                attention, self.attention_backend = attention_in_kernels, "rotary-triton"
         else:
             after, self.elementwise = torch.compile(attention_output_and_ffn, dynamic=True), "compiled"
-        self._regions = (torch.compile(attention_inputs, dynamic=True), after)
+        self._regions = (attention, after)
         self.fused_elementwise = True
 
     def _epilogue_kernels_run_here(self) -> bool:
@@ -196,7 +239,7 @@ class ESM2(nn.Module):
             from virnucpro.models.fused_kernels import supported
         except ImportError:  # torch's wheel for this platform came without Triton
             return False
-        return supported(device, self.precision, self.embed_dim)
+        return supported(device, self.precision, self.embed_dim, self.heads)
 
     def rotary_tables(self, positions: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """cos/sin per layer from each layer's checkpoint `inv_freq`; computed once when all layers share it."""
@@ -220,7 +263,8 @@ class ESM2(nn.Module):
     def set_attention(self, device: torch.device | str, requested: str = "auto") -> None:
         """Choose the varlen attention backend once, for the device and attention dtype the model will run in."""
         self._attend = self.choose_attention(device, requested, self.precision)
-        self.attention_backend = getattr(self._attend, "backend_name", requested)
+        self.attention_requested = requested
+        self.attention_backend = self._attend.backend_name
 
     def embed(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(input_ids)
@@ -239,7 +283,10 @@ class ESM2(nn.Module):
     def forward(self, input_ids: torch.Tensor, cu_seqlens: torch.Tensor, max_len: int) -> torch.Tensor:
         """input_ids [T] int64 (packed), cu_seqlens [n+1] int32 -> hidden [T, embed_dim] after the final LN."""
         sequence = sequence_of_token(cu_seqlens, input_ids.shape[0])
-        positions = torch.arange(input_ids.shape[0], device=input_ids.device) - cu_seqlens.long()[sequence]
+        if self.attention_backend == "rotary-triton":  # that kernel reads cos/sin by position, not by token
+            positions = torch.arange(max_len, device=input_ids.device)
+        else:
+            positions = torch.arange(input_ids.shape[0], device=input_ids.device) - cu_seqlens.long()[sequence]
         x = self.embed(input_ids, cu_seqlens, sequence)
         for layer, rotary in zip(self.layers, self.rotary_tables(positions)):
             x = layer(x, rotary, cu_seqlens, max_len, self._attend, self._regions, self.precision.attention)

@@ -111,39 +111,51 @@ def _gemm_epilogue_kernel(a_desc, w_desc, bias_ptr, out_ptr, out_desc, M, N, K, 
                          BLOCK_M, BLOCK_N)
 
 
-def supported(device: torch.device, precision, width: int) -> bool:
-    """Whether these kernels serve a model of `width` computing in `precision` on `device`: tensor descriptors
-    (TMA) need Hopper or newer; 16-bit GEMMs whose inputs arrive in the GEMM dtype; an fp32 residual stream;
-    rows 16-byte aligned; and the kernels compile and run here (tried once per device, dtype and width)."""
+def supported(device: torch.device, precision, width: int, heads: int) -> bool:
+    """Whether these kernels serve a model of `width` and `heads` computing in `precision` on `device`: tensor
+    descriptors (TMA) need Hopper or newer; 16-bit GEMMs whose inputs arrive in the GEMM dtype; an fp32 residual
+    stream; rows 16-byte aligned; and the kernels compile and run here (tried once per device, dtype and shape)."""
     if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9 or width % 8:
         return False
     half = precision.gemm in (torch.float16, torch.bfloat16)
     if not (half and precision.attention == precision.gemm and precision.residual == torch.float32):
         return False
-    return _runs_here(device, precision.gemm, width)
+    return _runs_here(device, precision.gemm, width, heads)
 
 
 _TRIED: dict[tuple, bool] = {}
 
 
-def _runs_here(device: torch.device, dtype: torch.dtype, width: int) -> bool:
-    """One small call of each kernel a model of `width` uses (so compiling them happens here, once): a Triton or
-    driver that cannot build them leaves the model on the torch.compile path with a warning, not a failed job."""
-    key = (device.index if device.index is not None else torch.cuda.current_device(), dtype, width)
+def _runs_here(device: torch.device, dtype: torch.dtype, width: int, heads: int) -> bool:
+    """One small call of each kernel a model of this shape uses (so compiling them happens here, once), the rotary
+    attention kernel (models.rotary_attention) included: a Triton or driver that cannot build them leaves the
+    model on the torch.compile path with a warning, not a failed job."""
+    key = (device.index if device.index is not None else torch.cuda.current_device(), dtype, width, heads)
     if key not in _TRIED:
         try:
-            with torch.device(device):
-                linear, norm = torch.nn.Linear(width, width).to(dtype), torch.nn.LayerNorm(width)
-                x = torch.randn(8, width)
-                h = layer_norm(x, norm, dtype)
-                linear_residual(linear_gelu(h, linear), linear, x, "fc2")
-                torch.cuda.synchronize(device)
+            _try_each_kernel(device, dtype, width, heads)
             _TRIED[key] = True
         except Exception as error:  # any build or launch failure: the fallback is the compiled region
             log.warning("Triton epilogue kernels unavailable on %s (%s): elementwise work stays with torch.compile",
                         device, str(error).splitlines()[0][:200])
             _TRIED[key] = False
     return _TRIED[key]
+
+
+def _try_each_kernel(device: torch.device, dtype: torch.dtype, width: int, heads: int) -> None:
+    from virnucpro.models.rotary_attention import rotary_varlen_attention
+
+    with torch.device(device):
+        linear, norm = torch.nn.Linear(width, width).to(dtype), torch.nn.LayerNorm(width)
+        x = torch.randn(8, width)
+        h = layer_norm(x, norm, dtype)
+        activation = linear_gelu(h, linear)
+        linear_residual(activation, linear, x, "fc2")
+        linear_residual(activation, linear, x, "out_proj")  # one kernel with fc2 only while their tiles are equal
+        qkv = torch.randn(8, 3 * width, dtype=dtype)
+        cos = torch.ones(5, 1, width // heads)
+        rotary_varlen_attention(qkv, torch.tensor([0, 5, 8], dtype=torch.int32), 5, cos, cos * 0, heads, 1.0)
+        torch.cuda.synchronize(device)
 
 
 _SM_COUNT: dict[int, int] = {}
