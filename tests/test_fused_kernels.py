@@ -61,3 +61,27 @@ def test_cpu_model_keeps_the_compiled_path():
 
     model = ESM2(2, 64, 4).set_precision(FP16)
     assert model._epilogue_kernels_run_here() is False  # no Hopper GPU: torch.compile's regions, as before
+
+
+def test_head_sizes_the_rotary_attention_kernel_takes():
+    from virnucpro.models.rotary_attention import supports
+
+    # halves of one power-of-two block of >= 16 columns: ESM-2 150M (32), 650M/3B (64), 15B (128); not 8M, 35M
+    assert [supports(d) for d in (16, 24, 32, 64, 128)] == [False, False, True, True, True]
+
+
+@pytest.mark.parametrize("width, requested, backend", [(64, "auto", "sdpa"), (128, "sdpa", "sdpa"),
+                                                       (128, "auto", "rotary-triton")])
+def test_epilogue_path_takes_the_rotary_kernel_only_when_it_fits_and_nothing_else_was_asked(width, requested, backend):
+    from virnucpro.models.esm2 import ESM2
+    from virnucpro.models.precision import FP16
+
+    model = ESM2(2, width, 4).set_precision(FP16)  # head sizes 16 and 32
+    model.set_attention("cpu", requested)
+    model._epilogue_kernels_run_here = lambda: True  # as on a Hopper GPU
+    model.fuse_elementwise(True)
+    assert (model.elementwise, model.attention_backend) == ("epilogues", backend)
+    fused = model.layers[0].self_attn.qkv_weight is not None
+    assert fused == (backend == "rotary-triton")
+    model.fuse_elementwise(False)  # back to the chosen kernel
+    assert model.attention_backend == "sdpa"

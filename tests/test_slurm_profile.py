@@ -327,8 +327,8 @@ def test_shard_size_keeps_start_up_under_its_share_and_says_why():
 
     profile = SlurmProfile()
     size = shard_size(profile)
-    assert (size.tokens, size.rounding, size.min_shards) == (82_133_334, "down", 1)  # ceil(88,000 x 28 / 0.03)
-    for words in ("82,133,334", "88,000 tokens/s", "28 s start-up", "3%"):
+    assert (size.tokens, size.rounding, size.min_shards) == (57_600_000, "down", 1)  # ceil(96,000 x 18 / 0.03)
+    for words in ("57,600,000", "96,000 tokens/s", "18 s start-up", "3%"):
         assert words in size.why
     profile = SlurmProfile(tokens_per_s=1000.0, startup_s=3.0)  # the same rule at a size the test can plan
     size = shard_size(profile)
@@ -353,8 +353,8 @@ def test_shards_flag_and_environment_override_the_measured_sizing():
     assert len(plan_shards(costs, exact.min_shards, exact.tokens, exact.rounding)) == 7 and "--shards" in exact.why
     ceiling = shard_size(SlurmProfile(), env_shard_tokens=30_000)
     assert len(plan_shards(costs, ceiling.min_shards, ceiling.tokens, ceiling.rounding)) == 4  # ceil(100k / 30k)
-    halved_start_up = shard_size(SlurmProfile(startup_s=19.0))
-    assert halved_start_up.tokens == 55_733_334  # ceil(88,000 x 19 / 0.03)
+    halved_start_up = shard_size(SlurmProfile(startup_s=9.0))
+    assert halved_start_up.tokens == 28_800_000  # ceil(96,000 x 9 / 0.03)
 
 
 FAKE_CONFIG = """#!/bin/sh

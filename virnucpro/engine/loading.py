@@ -150,9 +150,10 @@ def place_models(host: HostModels) -> LoadedModels:
     if engine.compile:
         esm = torch.compile(esm, dynamic=True)
         dnabert = torch.compile(dnabert, dynamic=True)
-    log.info("models on %s (%s): ESM-2 %d layers x %d (elementwise work: %s), DNABERT-S %d x %d; token budgets %d "
-             "(ESM) %d (DNABERT)", device, host.identity["precision"], esm.num_layers, esm.embed_dim,
-             "whole model compiled" if engine.compile else esm.elementwise, dnabert.num_layers, dnabert.hidden_size,
+    log.info("models on %s (%s): ESM-2 %d layers x %d (elementwise work: %s; attention: %s), DNABERT-S %d x %d; "
+             "token budgets %d (ESM) %d (DNABERT)", device, host.identity["precision"], esm.num_layers, esm.embed_dim,
+             "whole model compiled" if engine.compile else esm.elementwise, esm.attention_backend,
+             dnabert.num_layers, dnabert.hidden_size,
              *host.token_budgets)
     loaded = LoadedModels(device, numerics, esm, dnabert, classifier, host.dna_tokenizer, host.protein_tokenizer,
                           host.identity, host.token_budgets)

@@ -210,8 +210,9 @@ class ESM2(nn.Module):
         """Fuse the LayerNorm/rotary/gelu/residual work around the GEMMs: torch.compile fuses it, one graph for
         every layer (weights are graph inputs), around the hand-picked varlen attention kernel. Where
         models.fused_kernels runs (Hopper, 16-bit GEMMs, fp32 residual) the work after attention rides in the GEMM
-        epilogues instead and, unless an attention backend was asked for by name, q/k/v come from one fused GEMM
-        and the rotary is applied inside the attention kernel. Chosen once, for the device and precision the model
+        epilogues instead and, unless an attention backend was asked for by name (or the head size does not suit
+        models.rotary_attention), q/k/v come from one fused GEMM and the rotary is applied inside the attention
+        kernel. Chosen once, for the device and precision the model
         has now (so call it after moving and casting the model)."""
         self.attention_backend = self._attend.backend_name
         if not enabled:
@@ -220,16 +221,18 @@ class ESM2(nn.Module):
             self.fused_elementwise = False
             return
         attention = partial(projected_attention, torch.compile(attention_inputs, dynamic=True))
-        if epilogues and self._epilogue_kernels_run_here():
-            after, self.elementwise = attention_output_and_ffn_in_epilogues, "epilogues"
-            if self.attention_requested == "auto":
-                for layer in self.layers:
-                    layer.self_attn.fuse_projections()
-                attention, self.attention_backend = attention_in_kernels, "rotary-triton"
-        else:
-            after, self.elementwise = torch.compile(attention_output_and_ffn, dynamic=True), "compiled"
-        self._regions = (attention, after)
-        self.fused_elementwise = True
+        if not (epilogues and self._epilogue_kernels_run_here()):
+            self._regions = (attention, torch.compile(attention_output_and_ffn, dynamic=True))
+            self.elementwise, self.fused_elementwise = "compiled", True
+            return
+        from virnucpro.models import rotary_attention
+
+        if self.attention_requested == "auto" and rotary_attention.supports(self.embed_dim // self.heads):
+            for layer in self.layers:
+                layer.self_attn.fuse_projections()
+            attention, self.attention_backend = attention_in_kernels, "rotary-triton"
+        self._regions = (attention, attention_output_and_ffn_in_epilogues)
+        self.elementwise, self.fused_elementwise = "epilogues", True
 
     def _epilogue_kernels_run_here(self) -> bool:
         device = self.embed_tokens.weight.device

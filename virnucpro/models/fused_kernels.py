@@ -143,7 +143,7 @@ def _runs_here(device: torch.device, dtype: torch.dtype, width: int, heads: int)
 
 
 def _try_each_kernel(device: torch.device, dtype: torch.dtype, width: int, heads: int) -> None:
-    from virnucpro.models.rotary_attention import rotary_varlen_attention
+    from virnucpro.models.rotary_attention import rotary_varlen_attention, supports
 
     with torch.device(device):
         linear, norm = torch.nn.Linear(width, width).to(dtype), torch.nn.LayerNorm(width)
@@ -152,9 +152,10 @@ def _try_each_kernel(device: torch.device, dtype: torch.dtype, width: int, heads
         activation = linear_gelu(h, linear)
         linear_residual(activation, linear, x, "fc2")
         linear_residual(activation, linear, x, "out_proj")  # one kernel with fc2 only while their tiles are equal
-        qkv = torch.randn(8, 3 * width, dtype=dtype)
-        cos = torch.ones(5, 1, width // heads)
-        rotary_varlen_attention(qkv, torch.tensor([0, 5, 8], dtype=torch.int32), 5, cos, cos * 0, heads, 1.0)
+        if supports(width // heads):
+            qkv = torch.randn(8, 3 * width, dtype=dtype)
+            cos = torch.ones(5, 1, width // heads)
+            rotary_varlen_attention(qkv, torch.tensor([0, 5, 8], dtype=torch.int32), 5, cos, cos * 0, heads, 1.0)
         torch.cuda.synchronize(device)
 
 

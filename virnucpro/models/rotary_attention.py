@@ -38,6 +38,12 @@ class AttentionTiles:
 TILES = AttentionTiles()
 
 
+def supports(head_dim: int) -> bool:
+    """Head sizes the kernel takes: each half of a head is one power-of-two block of at least 16 columns (a tensor
+    core dot's depth). ESM-2 150M and larger (32, 64, 128); not 8M (16) or 35M (24), which keep the varlen kernel."""
+    return head_dim >= 32 and head_dim & (head_dim - 1) == 0
+
+
 @triton.jit
 def _rotated_halves(base_ptr, row0, positions, length, row_stride, cos_ptr, sin_ptr, half, HALF: tl.constexpr):
     """Rows `positions` of one head's q or k (from `base_ptr`, the head's first column in the sequence's first

@@ -42,8 +42,8 @@ class SlurmProfile:
     aggregate_mem: str = "16G"
     # Shard size from measured costs (slurm/README.md "Shard size"): every task spends at most `startup_share` of
     # its time starting up: shard tokens >= tokens_per_s * startup_s / startup_share.
-    startup_s: float = 28.0  # one task's start-up on an H200, cold compile cache (10.8 s warm; benchmarks run 9)
-    tokens_per_s: float = 88_000.0  # whole-engine ESM tokens/s of one GPU (H200, 150 bp reads)
+    startup_s: float = 18.0  # one task's start-up on an H200, cold compile cache (7.4-8.1 s warm; benchmarks run 10)
+    tokens_per_s: float = 96_000.0  # whole-engine ESM tokens/s of one GPU (H200, 150 bp reads, run 10)
     startup_share: float = 0.03
     max_array_size: int = 0  # tasks per job array; 0 = the cluster's MaxArraySize (scontrol show config)
     # Prep (chunks, frames, index, de-duplication, shard plan) as a SLURM job of its own instead of on the login node
